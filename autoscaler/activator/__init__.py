@@ -1,0 +1,1 @@
+"""activator layer of queue-autoscaler (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""control layer of queue-autoscaler (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""kafka layer of queue-autoscaler (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""kube layer of queue-autoscaler (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""observability layer of queue-autoscaler (see DESIGN.md)."""

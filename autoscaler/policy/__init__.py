@@ -1,0 +1,1 @@
+"""policy layer of queue-autoscaler (see DESIGN.md)."""
