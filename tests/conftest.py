@@ -20,3 +20,47 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
     if leaked:
         await asyncio.gather(*leaked, return_exceptions=True)
         pytest.fail(f"test leaked {len(leaked)} asyncio task(s): {[t.get_name() for t in leaked]}")
+
+
+# --- the devstack -------------------------------------------------------------------------------------------
+import contextlib  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+
+from kubernetes_asyncio import client as kube_client  # noqa: E402
+from kubernetes_asyncio import config as kube_config  # noqa: E402
+from kubernetes_asyncio.client.exceptions import ApiException  # noqa: E402
+
+from devstack import stack as devstack_stack  # noqa: E402
+from devstack.config import layout as devstack_layout  # noqa: E402
+from tests.stack import Devstack, unique  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def devstack() -> Iterator[Devstack]:
+    """The running devstack, started once per session (or reused). Fails, never skips, if it cannot start."""
+    stack_layout = devstack_layout()
+    try:
+        devstack_stack.up(stack_layout)
+    except (RuntimeError, OSError) as exc:
+        pytest.fail(f"the devstack could not start: {exc}", pytrace=False)
+    yield Devstack(stack_layout)
+
+
+@pytest.fixture
+async def kube(devstack: Devstack) -> AsyncIterator[kube_client.ApiClient]:
+    """A kubernetes-asyncio client with the devstack's admin kubeconfig."""
+    configuration = kube_client.Configuration()
+    await kube_config.load_kube_config(config_file=str(devstack.kubeconfig), client_configuration=configuration)
+    async with kube_client.ApiClient(configuration) as api:
+        yield api
+
+
+@pytest.fixture
+async def namespace(kube: kube_client.ApiClient) -> AsyncIterator[str]:
+    """A fresh namespace for one test, deleted (with everything in it) afterwards."""
+    name = unique("t")
+    core = kube_client.CoreV1Api(kube)
+    await core.create_namespace({"metadata": {"name": name}})
+    yield name
+    with contextlib.suppress(ApiException):
+        await core.delete_namespace(name)

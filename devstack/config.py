@@ -1,0 +1,93 @@
+"""Where the devstack keeps its builds, state and ports. Every value can be overridden by environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEVSTACK_DIR = Path(__file__).resolve().parent
+
+
+def _read_versions() -> dict[str, str]:
+    versions: dict[str, str] = {}
+    for line in (DEVSTACK_DIR / "versions.env").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            versions[key] = value
+    return versions
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Paths, versions and ports of one devstack on this machine."""
+
+    cache: Path
+    run: Path
+    kube_version: str
+    etcd_version: str
+    kafka_version: str
+    etcd_port: int = 23790
+    etcd_peer_port: int = 23800
+    apiserver_port: int = 16443
+    kafka_port: int = 19092
+    kafka_pod_port: int = 19093
+    kafka_controller_port: int = 19094
+    bridge: str = "qa-br0"
+    bridge_ip: str = "10.213.0.1"
+    pod_prefix_len: int = 16
+    node_name: str = "devstack"
+    service_cidr: str = "10.96.0.0/16"
+
+    @property
+    def kube_bin(self) -> Path:
+        return self.cache / f"kube-{self.kube_version}" / "bin"
+
+    @property
+    def etcd_bin(self) -> Path:
+        return self.cache / f"etcd-{self.etcd_version}" / "bin" / "etcd"
+
+    @property
+    def kafka_libs(self) -> Path:
+        return self.cache / f"kafka-{self.kafka_version}" / "libs"
+
+    @property
+    def pids(self) -> Path:
+        return self.run / "pids"
+
+    @property
+    def logs(self) -> Path:
+        return self.run / "logs"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.run / "kubeconfig"
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        """The broker address for processes on the host."""
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def kafka_pod_bootstrap(self) -> str:
+        """The broker address for pods (inside their network namespaces)."""
+        return f"{self.bridge_ip}:{self.kafka_pod_port}"
+
+    @property
+    def apiserver_url(self) -> str:
+        return f"https://127.0.0.1:{self.apiserver_port}"
+
+
+def layout() -> Layout:
+    versions = _read_versions()
+    cache = Path(os.environ.get("QA_CACHE", Path.home() / ".cache" / "queue-autoscaler"))
+    run = Path(os.environ.get("QA_DEVSTACK_DIR", "/tmp/queue-autoscaler-devstack"))
+    return Layout(
+        cache=cache,
+        run=run,
+        kube_version=versions["KUBE_VERSION"],
+        etcd_version=versions["ETCD_VERSION"],
+        kafka_version=versions["KAFKA_VERSION"],
+    )

@@ -1,0 +1,150 @@
+"""A single-node KRaft Kafka broker from the jars in the build cache; fresh cluster id and data dir per start."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from devstack import procs
+from devstack.config import Layout
+
+NAME = "kafka"
+
+_LOG4J = """\
+status = warn
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.file.ref = file
+logger.kafka.name = kafka
+logger.kafka.level = warn
+logger.apache.name = org.apache.kafka
+logger.apache.level = warn
+logger.state.name = state.change.logger
+logger.state.level = warn
+"""
+
+
+def server_properties(layout: Layout, data_dir: Path) -> str:
+    host, pod, ctl = layout.kafka_port, layout.kafka_pod_port, layout.kafka_controller_port
+    bridge = layout.bridge_ip
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.bootstrap.servers=127.0.0.1:{ctl}",
+            f"listeners=PLAINTEXT://127.0.0.1:{host},POD://{bridge}:{pod},CONTROLLER://127.0.0.1:{ctl}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{host},POD://{bridge}:{pod}",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,POD:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            f"log.dirs={data_dir}",
+            "num.partitions=1",
+            "auto.create.topics.enable=false",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=3",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            "log.retention.check.interval.ms=5000",
+            "",
+        ]
+    )
+
+
+def _java(layout: Layout, main: str, *args: str, tmp: Path, log_config: Path) -> list[str]:
+    return [
+        "java",
+        "-Xmx512m",
+        "-Xms128m",
+        "-XX:+UseSerialGC",
+        "-XX:TieredStopAtLevel=1",
+        f"-Djava.io.tmpdir={tmp}",
+        f"-Dlog4j2.configurationFile={log_config}",
+        "-cp",
+        f"{layout.kafka_libs}/*",
+        main,
+        *args,
+    ]
+
+
+def start(layout: Layout) -> procs.Recorded:
+    home = layout.run / "kafka"
+    if home.exists():
+        shutil.rmtree(home)
+    data, tmp = home / "data", home / "tmp"
+    data.mkdir(parents=True)
+    tmp.mkdir()
+    log = layout.logs / "kafka.log"
+    log_config = home / "log4j2.properties"
+    log_config.write_text(_LOG4J.format(log=log))
+    props = home / "server.properties"
+    props.write_text(server_properties(layout, data))
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    fmt = subprocess.run(
+        _java(
+            layout,
+            "kafka.tools.StorageTool",
+            "format",
+            "--standalone",
+            "-t",
+            cluster_id,
+            "-c",
+            str(props),
+            tmp=tmp,
+            log_config=log_config,
+        ),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if fmt.returncode != 0:
+        raise RuntimeError(f"kafka storage format failed:\n{fmt.stdout}\n{fmt.stderr}")
+    return procs.spawn(
+        NAME,
+        _java(layout, "kafka.Kafka", str(props), tmp=tmp, log_config=log_config),
+        pid_dir=layout.pids,
+        log_file=layout.logs / "kafka.out",
+    )
+
+
+def ready(layout: Layout) -> bool:
+    """True once the broker answers on both listeners (a metadata round trip is done by the caller)."""
+    for port, host in ((layout.kafka_port, "127.0.0.1"), (layout.kafka_pod_port, layout.bridge_ip)):
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                pass
+        except OSError:
+            return False
+    return True
+
+
+def wait_ready(layout: Layout, *, timeout: float) -> None:
+    from devstack import kafka_probe  # aiokafka is only needed once the broker is up
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        entry = procs.running(NAME, pid_dir=layout.pids)
+        if entry is None:
+            raise RuntimeError(
+                "kafka exited during start-up; last log lines:\n"
+                + procs.log_tail(layout.logs / "kafka.out")
+                + "\n"
+                + procs.log_tail(layout.logs / "kafka.log")
+            )
+        if ready(layout) and kafka_probe.answers(layout.kafka_bootstrap):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(
+        f"kafka not ready after {timeout:.0f}s; last log lines:\n" + procs.log_tail(layout.logs / "kafka.log")
+    )

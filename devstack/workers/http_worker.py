@@ -1,0 +1,74 @@
+"""An HTTP worker: answers every request with JSON naming the pod, after an optional delay.
+
+``python -m devstack.workers.http_worker --port 8080 [--delay 0.05] [--startup-delay 0]``. GET /healthz is the
+readiness endpoint. POST bodies are echoed back byte-for-byte with the request's CloudEvents headers, so
+tests can check that events arrive unchanged. SIGTERM: finish in-flight requests, then exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import time
+
+from aiohttp import web
+
+READY_AT = "ready_at"
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    delay = float(request.app["delay"])
+    if delay:
+        await asyncio.sleep(delay)
+    if request.method == "POST":
+        body = await request.read()
+        headers = {k: v for k, v in request.headers.items() if k.lower().startswith("ce-")}
+        headers["X-Worker-Pod"] = os.environ.get("POD_NAME", "local")
+        headers["X-Received-Content-Type"] = request.headers.get("Content-Type", "")
+        return web.Response(body=body, headers=headers, content_type="application/octet-stream")
+    return web.json_response(
+        {
+            "pod": os.environ.get("POD_NAME", "local"),
+            "ip": os.environ.get("POD_IP", ""),
+            "path": request.path_qs,
+            "ready_at": request.app[READY_AT],
+            "forwarded_for": request.headers.get("X-Forwarded-For"),
+        }
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds to wait before answering")
+    parser.add_argument("--startup-delay", type=float, default=0.0, help="seconds before listening")
+    args = parser.parse_args()
+    await asyncio.sleep(args.startup_delay)
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app["delay"] = args.delay
+    app.router.add_get("/healthz", healthz)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, shutdown_timeout=30)
+    await runner.setup()
+    site = web.TCPSite(runner, args.host, args.port, backlog=1024)
+    await site.start()
+    app[READY_AT] = time.time()
+    print(json.dumps({"event": "listening", "port": args.port, "ready_at": app[READY_AT]}), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

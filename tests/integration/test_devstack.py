@@ -1,0 +1,139 @@
+"""The devstack itself: real Kafka lag as Kafka's own tool reports it, real pods as processes, real EndpointSlices."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiokafka import AIOKafkaConsumer
+from kubernetes_asyncio import client
+
+from devstack import procs
+from devstack.config import DEVSTACK_DIR
+from devstack.kubelet import POD_PROCESS_PREFIX
+from tests.stack import (
+    Devstack,
+    create_topic,
+    deployment,
+    eventually,
+    produce,
+    python_container,
+    ready_endpoints,
+    service,
+    unique,
+)
+
+pytestmark = pytest.mark.devstack
+
+
+def kafka_tool_lag(group: str, bootstrap: str) -> dict[int, int]:
+    """Per-partition LAG as printed by Kafka's own consumer-groups tool."""
+    out = subprocess.run(
+        [str(DEVSTACK_DIR / "kafka-consumer-groups"), "--bootstrap-server", bootstrap, "--describe", "--group", group],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    lag: dict[int, int] = {}
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[0] == group and fields[2].isdigit():
+            lag[int(fields[2])] = int(fields[5])
+    return lag
+
+
+async def test_kafka_consumer_groups_tool_reports_the_lag_left_after_consuming_400_of_1000(
+    devstack: Devstack,
+) -> None:
+    topic, group = unique("lag"), unique("group")
+    await create_topic(devstack.kafka_bootstrap, topic, 6)
+    await produce(devstack.kafka_bootstrap, topic, 1000, partitions=6)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=devstack.kafka_bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        consumed = 0
+        while consumed < 400:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=400 - consumed)
+            consumed += sum(len(records) for records in batch.values())
+        # Commit the position of every assigned partition, so partitions not yet read are committed at 0
+        # and Kafka's tool lists all six.
+        await consumer.commit()
+    finally:
+        await consumer.stop()
+
+    lag = await asyncio.to_thread(kafka_tool_lag, group, devstack.kafka_bootstrap)
+
+    assert consumed == 400
+    assert sorted(lag) == [0, 1, 2, 3, 4, 5]
+    assert sum(lag.values()) == 600
+
+
+def pod_processes(devstack: Devstack) -> list[procs.Recorded]:
+    return [
+        entry
+        for entry in procs.recorded(devstack.layout.pids)
+        if entry.name.startswith(POD_PROCESS_PREFIX) and procs.alive(entry)
+    ]
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+async def test_a_deployment_runs_as_real_processes_with_ready_endpoints_and_scales_to_zero(
+    devstack: Devstack, kube: client.ApiClient, namespace: str
+) -> None:
+    apps, core = client.AppsV1Api(kube), client.CoreV1Api(kube)
+    name = "web"
+    container = python_container(name, "devstack.workers.http_worker", ["--port", "8080"], readiness_port=8080)
+    await core.create_namespaced_service(namespace, service(name, 8080))
+    await apps.create_namespaced_deployment(namespace, deployment(name, container, replicas=2))
+
+    async def ready_replicas() -> int:
+        status = (await apps.read_namespaced_deployment_status(name, namespace)).status
+        return status.ready_replicas or 0
+
+    await eventually(ready_replicas, lambda n: n == 2, timeout=60, what="2 ready replicas")
+    addresses = await eventually(
+        lambda: ready_endpoints(kube, namespace, name), lambda a: len(a) == 2, timeout=30, what="2 endpoints"
+    )
+    workers = [p for p in pod_processes(devstack) if "http_worker" in cmdline(p.pid)]
+    pods = (await core.list_namespaced_pod(namespace)).items
+    assert sorted(p.status.pod_ip for p in pods) == addresses
+
+    answered = set()
+    async with aiohttp.ClientSession() as session:
+        for address in addresses:
+            assert re.fullmatch(r"10\.213\.\d+\.\d+", address)
+            async with session.get(f"http://{address}:8080/hello") as response:
+                assert response.status == 200
+                answered.add((await response.json())["ip"])
+    assert answered == set(addresses)
+
+    pids = {p.pid for p in workers if any(p.name.endswith(pod.metadata.uid) for pod in pods)}
+    assert len(pids) == 2
+    await apps.patch_namespaced_deployment_scale(name, namespace, {"spec": {"replicas": 0}})
+
+    await eventually(ready_replicas, lambda n: n == 0, timeout=30, what="0 ready replicas")
+    await eventually(
+        lambda: ready_endpoints(kube, namespace, name), lambda a: a == [], timeout=30, what="no endpoints"
+    )
+
+    async def live_pids() -> set[int]:
+        return {pid for pid in pids if Path(f"/proc/{pid}").exists() and cmdline(pid)}
+
+    await eventually(live_pids, lambda alive: not alive, timeout=30, what="worker processes to exit")

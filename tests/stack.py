@@ -1,0 +1,158 @@
+"""Helpers for tests on the devstack: start it once per session, namespaces, topics, Deployments, waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from kubernetes_asyncio import client
+
+from devstack.config import REPO_ROOT, Layout
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Devstack:
+    layout: Layout
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.layout.kubeconfig
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return self.layout.kafka_bootstrap
+
+    @property
+    def kafka_pod_bootstrap(self) -> str:
+        return self.layout.kafka_pod_bootstrap
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]],
+    predicate: Callable[[T], bool],
+    *,
+    timeout: float,
+    interval: float = 0.1,
+    what: str,
+) -> T:
+    """Polls ``probe`` until ``predicate`` holds; fails with the last value seen after ``timeout`` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    value = await probe()
+    while not predicate(value):
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {value!r}")
+        await asyncio.sleep(interval)
+        value = await probe()
+    return value
+
+
+async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        await admin.close()
+
+
+async def produce(bootstrap: str, topic: str, count: int, *, partitions: int | None = None) -> None:
+    """Produces ``count`` records, spread round-robin over ``partitions`` when given."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        futures = []
+        for i in range(count):
+            partition = i % partitions if partitions else None
+            futures.append(await producer.send(topic, f"record-{i}".encode(), partition=partition))
+        await producer.flush()
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def python_container(
+    name: str,
+    module: str,
+    args: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    readiness_port: int | None = None,
+) -> dict[str, Any]:
+    """A container spec that runs ``python -m module args`` from this repository on the local kubelet."""
+    container: dict[str, Any] = {
+        "name": name,
+        "image": "devstack/python",
+        "command": [sys.executable, "-u", "-m", module],
+        "args": args,
+        "workingDir": str(REPO_ROOT),
+        "env": [
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            *({"name": k, "value": v} for k, v in (env or {}).items()),
+        ],
+    }
+    if readiness_port is not None:
+        container["ports"] = [{"name": "http", "containerPort": readiness_port}]
+        container["readinessProbe"] = {
+            "httpGet": {"path": "/healthz", "port": readiness_port},
+            "periodSeconds": 1,
+        }
+    return container
+
+
+def deployment(
+    name: str,
+    container: dict[str, Any],
+    *,
+    replicas: int,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "annotations": annotations or {}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [container], "terminationGracePeriodSeconds": 5},
+            },
+        },
+    }
+
+
+def service(name: str, port: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": port, "targetPort": port}]},
+    }
+
+
+async def ready_endpoints(api: client.ApiClient, namespace: str, service_name: str) -> list[str]:
+    """Addresses of ready endpoints over all EndpointSlices of a Service."""
+    slices = await client.DiscoveryV1Api(api).list_namespaced_endpoint_slice(
+        namespace, label_selector=f"kubernetes.io/service-name={service_name}"
+    )
+    found: list[str] = []
+    for item in slices.items:
+        for endpoint in item.endpoints or []:
+            if endpoint.conditions is None or endpoint.conditions.ready:
+                found.extend(endpoint.addresses)
+    return sorted(found)
