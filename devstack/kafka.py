@@ -1,4 +1,4 @@
-"""A single-node KRaft Kafka broker from the jars in the build cache; fresh cluster id and data dir per start."""
+"""A single-node KRaft Kafka broker from the cached jars; a fresh cluster id and data dir at every start."""
 
 from __future__ import annotations
 

@@ -58,6 +58,10 @@ class PodRuntime:
     started_at: str = field(default_factory=_now)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
+    def is_terminating(self) -> bool:
+        # A method, not the attribute, where other tasks may have flipped it during an await.
+        return self.terminating
+
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
@@ -147,7 +151,7 @@ class Kubelet:
                     continue
                 _log(f"watch failed: {exc.status} {exc.reason}; retrying")
                 await asyncio.sleep(1)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 _log(f"watch connection lost: {exc!r}; retrying")
                 await asyncio.sleep(1)
 
@@ -293,7 +297,7 @@ class Kubelet:
             if runtime.ready:
                 await self._patch_status(runtime, pod, phase="Running")
             code = await runtime.process.wait()
-            if runtime.terminating:
+            if runtime.is_terminating():
                 return
             _log(f"{runtime.key}: process exited with {code}")
             if (pod.spec.restart_policy or "Always") == "Never" or (
@@ -322,7 +326,7 @@ class Kubelet:
             ready = runtime.ready
             if ok and alive and successes >= success_needed:
                 ready = True
-            elif not ok and failures >= failure_needed or not alive:
+            elif (not ok and failures >= failure_needed) or not alive:
                 ready = False
             if ready != runtime.ready and not runtime.terminating:
                 runtime.ready = ready
@@ -330,7 +334,7 @@ class Kubelet:
                 await self._patch_status(runtime, pod, phase="Running")
             await asyncio.sleep(period)
 
-    async def _probe_once(self, runtime: PodRuntime, probe: Any, container: Any, timeout: float) -> bool:
+    async def _probe_once(self, runtime: PodRuntime, probe: Any, container: Any, limit: float) -> bool:
         if runtime.process is None or runtime.process.returncode is not None:
             return False
         if probe.http_get is not None:
@@ -339,11 +343,11 @@ class Kubelet:
             url = f"http://{runtime.ip}:{port}{path}"
             try:
                 async with (
-                    aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+                    aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=limit)) as session,
                     session.get(url) as response,
                 ):
                     return 200 <= response.status < 400
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            except (TimeoutError, aiohttp.ClientError, OSError):
                 return False
         if probe._exec is not None:
             argv = ["ip", "netns", "exec", runtime.netns, *probe._exec.command]
@@ -351,7 +355,7 @@ class Kubelet:
                 *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
             )
             try:
-                return await asyncio.wait_for(proc.wait(), timeout) == 0
+                return await asyncio.wait_for(proc.wait(), limit) == 0
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
@@ -359,7 +363,7 @@ class Kubelet:
         if probe.tcp_socket is not None:
             port = _resolve_port(probe.tcp_socket.port, container)
             try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(runtime.ip, port), timeout)
+                _, writer = await asyncio.wait_for(asyncio.open_connection(runtime.ip, port), limit)
                 writer.close()
                 await writer.wait_closed()
                 return True

@@ -24,7 +24,6 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
 
 # --- the devstack -------------------------------------------------------------------------------------------
 import contextlib  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
 
 from kubernetes_asyncio import client as kube_client  # noqa: E402
 from kubernetes_asyncio import config as kube_config  # noqa: E402
@@ -36,21 +35,23 @@ from tests.stack import Devstack, unique  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def devstack() -> Iterator[Devstack]:
+def devstack() -> Devstack:
     """The running devstack, started once per session (or reused). Fails, never skips, if it cannot start."""
     stack_layout = devstack_layout()
     try:
         devstack_stack.up(stack_layout)
     except (RuntimeError, OSError) as exc:
         pytest.fail(f"the devstack could not start: {exc}", pytrace=False)
-    yield Devstack(stack_layout)
+    return Devstack(stack_layout)
 
 
 @pytest.fixture
 async def kube(devstack: Devstack) -> AsyncIterator[kube_client.ApiClient]:
     """A kubernetes-asyncio client with the devstack's admin kubeconfig."""
     configuration = kube_client.Configuration()
-    await kube_config.load_kube_config(config_file=str(devstack.kubeconfig), client_configuration=configuration)
+    await kube_config.load_kube_config(
+        config_file=str(devstack.kubeconfig), client_configuration=configuration
+    )
     async with kube_client.ApiClient(configuration) as api:
         yield api
 

@@ -1,7 +1,8 @@
 """A Kafka consumer worker: consumes a topic in a consumer group at a bounded rate and commits as it goes.
 
-``python -m devstack.workers.kafka_worker --bootstrap B --topic T --group G [--rate 50]``: ``--rate`` is records
-per second for this process (0 = as fast as possible), so tests and the demo can watch a backlog drain.
+``python -m devstack.workers.kafka_worker --bootstrap B --topic T --group G [--rate 50]``:
+``--rate`` is records per second for this process (0 = as fast as possible), so tests and the demo
+can watch a backlog drain.
 SIGTERM: commit what was processed, leave the group, exit.
 """
 

@@ -1,0 +1,100 @@
+"""The controller's Prometheus metrics, on an injected registry; a deleted target's series are removed."""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from autoscaler.model import TargetKey
+
+_TARGET = ("namespace", "deployment")
+_FAST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class ControllerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.desired_replicas = Gauge(
+            "queue_autoscaler_desired_replicas",
+            "Replicas the last decision asked for",
+            _TARGET,
+            registry=registry,
+        )
+        self.current_replicas = Gauge(
+            "queue_autoscaler_current_replicas", "spec.replicas as last seen", _TARGET, registry=registry
+        )
+        self.lag = Gauge(
+            "queue_autoscaler_lag",
+            "Total consumer-group lag used for the last decision",
+            _TARGET,
+            registry=registry,
+        )
+        self.concurrency = Gauge(
+            "queue_autoscaler_http_concurrency",
+            "In-flight plus queued requests reported by the activators",
+            _TARGET,
+            registry=registry,
+        )
+        self.active = Gauge(
+            "queue_autoscaler_active",
+            "1 when the target has work (above its activation threshold)",
+            _TARGET,
+            registry=registry,
+        )
+        self.scale_patches = Counter(
+            "queue_autoscaler_scale_patches_total",
+            "Scale subresource patches issued, by direction",
+            (*_TARGET, "direction"),
+            registry=registry,
+        )
+        self.tick_seconds = Histogram(
+            "queue_autoscaler_tick_duration_seconds",
+            "Duration of one tick: batched lag read plus every decision",
+            registry=registry,
+            buckets=_FAST_BUCKETS,
+        )
+        self.decision_seconds = Histogram(
+            "queue_autoscaler_decision_duration_seconds",
+            "Duration of one target's decision",
+            registry=registry,
+            buckets=(0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01),
+        )
+        self.reaction_seconds = Histogram(
+            "queue_autoscaler_reaction_seconds",
+            "From the observation that changed the decision to the scale patch being acknowledged",
+            registry=registry,
+            buckets=_FAST_BUCKETS,
+        )
+        self.errors = Counter("queue_autoscaler_errors_total", "Errors by kind", ("kind",), registry=registry)
+        self.targets = Gauge("queue_autoscaler_targets", "Annotated Deployments watched", registry=registry)
+        self.leader = Gauge(
+            "queue_autoscaler_leader", "1 while this replica is the leader", registry=registry
+        )
+        self._target_gauges = (
+            self.desired_replicas,
+            self.current_replicas,
+            self.lag,
+            self.concurrency,
+            self.active,
+        )
+
+    def observe_target(
+        self, key: TargetKey, *, desired: int, current: int, lag: int, concurrency: int | None, active: bool
+    ) -> None:
+        labels = (key.namespace, key.name)
+        self.desired_replicas.labels(*labels).set(desired)
+        self.current_replicas.labels(*labels).set(current)
+        self.lag.labels(*labels).set(lag)
+        if concurrency is not None:
+            self.concurrency.labels(*labels).set(concurrency)
+        self.active.labels(*labels).set(1 if active else 0)
+
+    def forget_target(self, key: TargetKey) -> None:
+        labels = (key.namespace, key.name)
+        for gauge in self._target_gauges:
+            with contextlib.suppress(KeyError):
+                gauge.remove(*labels)
+        for direction in ("up", "down", "to-zero", "from-zero"):
+            with contextlib.suppress(KeyError):
+                self.scale_patches.remove(*labels, direction)
