@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -91,7 +92,9 @@ class ConcurrencyReport:
             if not isinstance(raw_value, dict):
                 raise ValueError(f"report.targets[{raw_key!r}] must be an object")
             in_flight, queued = raw_value.get("in_flight"), raw_value.get("queued")
-            if not (isinstance(in_flight, int) and isinstance(queued, int) and in_flight >= 0 and queued >= 0):
+            if not (
+                isinstance(in_flight, int) and isinstance(queued, int) and in_flight >= 0 and queued >= 0
+            ):
                 raise ValueError(f"report.targets[{raw_key!r}] needs non-negative integers in_flight, queued")
             targets[key] = TargetConcurrency(in_flight=in_flight, queued=queued)
         raw_cold = doc.get("cold", [])
@@ -109,3 +112,38 @@ def parse_target_key(text: object) -> TargetKey:
     if not namespace or not name:
         raise ValueError(f"target {text!r} must be 'namespace/name'")
     return TargetKey(namespace, name)
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What one tick saw for one target.
+
+    ``partitions`` is None when the lag could not be read this tick (``kafka_error`` says why); it is ignored
+    for targets without Kafka. ``concurrency`` is the activators' in-flight + queued total for the target, or
+    None when there is no report: for a target with ``http-service`` that is missing data and is held like
+    unreadable lag, so pass 0 when the activators report and hold nothing for the target.
+    """
+
+    current_replicas: int
+    partitions: tuple[PartitionOffsets, ...] | None
+    kafka_error: str | None = None
+    concurrency: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The replica count a target should have, and why.
+
+    ``total_lag`` is the Kafka lag including persistent lag (0 without Kafka or when unreadable). ``rule``
+    is a stable identifier of what set the count: ``paused-replicas``, ``paused``, ``activate``,
+    ``scale-up``, ``scale-down-window``, ``scale-to-zero``, ``hold``, ``hold-unreadable``, ``fallback``,
+    ``clamp-min`` or ``clamp-max``. ``reason`` is one sentence with the numbers behind it. ``idle_since``
+    is the start of the current idle run (None while active): the value to persist as ``last-active``.
+    """
+
+    desired_replicas: int
+    total_lag: int
+    active: bool
+    reason: str
+    rule: str
+    idle_since: datetime | None

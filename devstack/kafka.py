@@ -118,6 +118,30 @@ def start(layout: Layout) -> procs.Recorded:
     )
 
 
+def stop(layout: Layout) -> None:
+    """Stops the broker but keeps its data, so ``resume`` brings back the same topics and groups."""
+    entry = procs.running(NAME, pid_dir=layout.pids)
+    if entry is not None:
+        procs.stop(entry, pid_dir=layout.pids, grace=20)
+
+
+def resume(layout: Layout) -> procs.Recorded:
+    """Starts the broker again on the data and configuration of the previous start."""
+    home = layout.run / "kafka"
+    props, log_config = home / "server.properties", home / "log4j2.properties"
+    if not props.exists():
+        raise RuntimeError("kafka was never started here: nothing to resume")
+    running = procs.running(NAME, pid_dir=layout.pids)
+    if running is not None:
+        return running
+    return procs.spawn(
+        NAME,
+        _java(layout, "kafka.Kafka", str(props), tmp=home / "tmp", log_config=log_config),
+        pid_dir=layout.pids,
+        log_file=layout.logs / "kafka.out",
+    )
+
+
 def ready(layout: Layout) -> bool:
     """True once the broker answers on both listeners (a metadata round trip is done by the caller)."""
     for port, host in ((layout.kafka_port, "127.0.0.1"), (layout.kafka_pod_port, layout.bridge_ip)):

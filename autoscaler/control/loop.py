@@ -181,6 +181,7 @@ class ControlLoop:
     async def tick(self) -> None:
         started = time.perf_counter()
         self.ticks += 1
+        self._metrics.ticks.inc()
         self.last_tick_at = asyncio.get_running_loop().time()
         if not self._is_leader():
             self._memory.clear()  # a new leadership starts from the persisted last-active, not stale memory
@@ -344,6 +345,7 @@ class ControlLoop:
                 partitions=None if memory.last_partitions is None else len(memory.last_partitions),
                 kafka_error=memory.last_kafka_error,
                 poked=poked,
+                tick=self.ticks,
             )
         memory.last_decision = decision
         needs_patch = decision.desired_replicas != info.replicas

@@ -48,6 +48,7 @@ class ControllerMetrics:
             (*_TARGET, "direction"),
             registry=registry,
         )
+        self.ticks = Counter("queue_autoscaler_ticks", "Ticks run (as leader or not)", registry=registry)
         self.tick_seconds = Histogram(
             "queue_autoscaler_tick_duration_seconds",
             "Duration of one tick: batched lag read plus every decision",

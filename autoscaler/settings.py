@@ -1,0 +1,278 @@
+"""Process settings, from command-line flags with ``QUEUE_AUTOSCALER_*`` environment equivalents.
+
+Every flag ``--some-flag`` may be given as ``QUEUE_AUTOSCALER_SOME_FLAG``; a flag on the command line wins.
+Values are checked once here and carried as frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from autoscaler.errors import SettingsError
+
+ENV_PREFIX = "QUEUE_AUTOSCALER_"
+LogFormat = Literal["auto", "json", "console"]
+
+
+def env_name(flag: str) -> str:
+    return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+
+
+def env_default(flag: str, default: str | None, environ: Mapping[str, str] | None = None) -> str | None:
+    return (os.environ if environ is None else environ).get(env_name(flag), default)
+
+
+def _positive_float(flag: str, text: str | None) -> float:
+    try:
+        value = float(text or "")
+    except ValueError:
+        raise SettingsError(f"{flag}={text!r}: a number of seconds > 0") from None
+    if value <= 0:
+        raise SettingsError(f"{flag}={text!r}: a number of seconds > 0")
+    return value
+
+
+def _port(flag: str, text: str | None) -> int:
+    if text is None or not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise SettingsError(f"{flag}={text!r}: a TCP port from 0 to 65535")
+    return int(text)
+
+
+def _log_format(text: str | None) -> LogFormat:
+    if text == "auto":
+        return "auto"
+    if text == "json":
+        return "json"
+    if text == "console":
+        return "console"
+    raise SettingsError(f"--log-format={text!r}: one of auto, json, console")
+
+
+def _namespaces(text: str | None) -> tuple[str, ...]:
+    return tuple(sorted({n.strip() for n in (text or "").split(",") if n.strip()}))
+
+
+def default_identity() -> str:
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class KubeSettings:
+    kubeconfig: Path | None
+    namespaces: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerSettings:
+    kube: KubeSettings
+    kafka_bootstrap: str | None
+    interval: float
+    metrics_host: str
+    metrics_port: int
+    report_port: int
+    report_token: str | None
+    report_url: str | None
+    log_format: LogFormat
+    leader_election: bool
+    lease_namespace: str
+    lease_name: str
+    identity: str
+
+
+@dataclass(frozen=True, slots=True)
+class ActivatorSettings:
+    kube: KubeSettings
+    listen_host: str
+    port: int
+    metrics_port: int
+    controller_url: str | None
+    lease_namespace: str
+    lease_name: str
+    report_token: str | None
+    report_interval: float
+    max_body_bytes: int
+    max_in_flight: int
+    drain_timeout: float
+    log_format: LogFormat
+    identity: str
+
+
+def add_kube_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kubeconfig",
+        default=env_default("--kubeconfig", os.environ.get("KUBECONFIG")),
+        help="kubeconfig file; unset: the in-cluster service account "
+        "(env QUEUE_AUTOSCALER_KUBECONFIG or KUBECONFIG)",
+    )
+    parser.add_argument(
+        "--namespace",
+        default=env_default("--namespace", ""),
+        help="comma list of namespaces to watch; empty: all namespaces (env QUEUE_AUTOSCALER_NAMESPACE)",
+    )
+    parser.add_argument(
+        "--log-format",
+        default=env_default("--log-format", "auto"),
+        help="json, console, or auto (console on a terminal, JSON otherwise); default auto",
+    )
+    parser.add_argument(
+        "--lease-namespace",
+        default=env_default("--lease-namespace", os.environ.get("POD_NAMESPACE", "queue-autoscaler")),
+        help="namespace of the leader-election Lease (default: the pod's namespace or queue-autoscaler)",
+    )
+    parser.add_argument(
+        "--lease-name",
+        default=env_default("--lease-name", "queue-autoscaler-controller"),
+        help="name of the leader-election Lease (default queue-autoscaler-controller)",
+    )
+    parser.add_argument(
+        "--report-token-file",
+        default=env_default("--report-token-file", None),
+        help="file holding the shared token of the activator -> controller channel (from a Secret); "
+        "env QUEUE_AUTOSCALER_REPORT_TOKEN may hold the token itself",
+    )
+    parser.add_argument(
+        "--identity",
+        default=env_default("--identity", None),
+        help="this replica's name in Leases and Events (default: $POD_NAME, else host-pid)",
+    )
+
+
+def _kube(args: argparse.Namespace) -> KubeSettings:
+    return KubeSettings(
+        kubeconfig=Path(args.kubeconfig) if args.kubeconfig else None,
+        namespaces=_namespaces(args.namespace),
+    )
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    if args.report_token_file:
+        try:
+            token = Path(args.report_token_file).read_text().strip()
+        except OSError as exc:
+            raise SettingsError(f"--report-token-file={args.report_token_file!r}: {exc.strerror}") from None
+        if not token:
+            raise SettingsError(f"--report-token-file={args.report_token_file!r}: the file is empty")
+        return token
+    return os.environ.get(ENV_PREFIX + "REPORT_TOKEN") or None
+
+
+def add_controller_flags(parser: argparse.ArgumentParser) -> None:
+    add_kube_flags(parser)
+    parser.add_argument(
+        "--kafka-bootstrap",
+        default=env_default("--kafka-bootstrap", None),
+        help="default Kafka bootstrap servers (host:port[,host:port]) for targets without a kafka-bootstrap "
+        "annotation",
+    )
+    parser.add_argument(
+        "--interval", default=env_default("--interval", "1"), help="seconds between ticks (default 1)"
+    )
+    parser.add_argument(
+        "--metrics-port",
+        default=env_default("--metrics-port", "9090"),
+        help="port of /metrics, /healthz and /readyz (default 9090; 0 picks a free port)",
+    )
+    parser.add_argument(
+        "--metrics-host", default=env_default("--metrics-host", "0.0.0.0"), help="address to listen on"
+    )
+    parser.add_argument(
+        "--report-port",
+        default=env_default("--report-port", "8081"),
+        help="port where activators POST concurrency reports (default 8081; 0 picks a free port)",
+    )
+    parser.add_argument(
+        "--report-url",
+        default=env_default("--report-url", None),
+        help="URL the activators should use to reach this replica when it leads "
+        "(default http://$POD_IP:<report-port>)",
+    )
+    parser.add_argument(
+        "--leader-election",
+        default=env_default("--leader-election", "true"),
+        help="true/false: take a Lease so that only one replica scales (default true)",
+    )
+
+
+def controller_settings(args: argparse.Namespace) -> ControllerSettings:
+    if args.leader_election not in ("true", "false"):
+        raise SettingsError(f"--leader-election={args.leader_election!r}: true or false")
+    return ControllerSettings(
+        kube=_kube(args),
+        kafka_bootstrap=args.kafka_bootstrap or None,
+        interval=_positive_float("--interval", args.interval),
+        metrics_host=args.metrics_host,
+        metrics_port=_port("--metrics-port", args.metrics_port),
+        report_port=_port("--report-port", args.report_port),
+        report_token=_token(args),
+        report_url=args.report_url,
+        log_format=_log_format(args.log_format),
+        leader_election=args.leader_election == "true",
+        lease_namespace=args.lease_namespace,
+        lease_name=args.lease_name,
+        identity=args.identity or default_identity(),
+    )
+
+
+def add_activator_flags(parser: argparse.ArgumentParser) -> None:
+    add_kube_flags(parser)
+    parser.add_argument("--host", default=env_default("--host", "0.0.0.0"), help="address to listen on")
+    parser.add_argument("--port", default=env_default("--port", "8080"), help="proxy port (default 8080)")
+    parser.add_argument(
+        "--metrics-port", default=env_default("--metrics-port", "9091"), help="metrics port (default 9091)"
+    )
+    parser.add_argument(
+        "--controller-url",
+        default=env_default("--controller-url", None),
+        help="fixed URL of the controller's report endpoint; unset: read the leader's URL from its Lease",
+    )
+    parser.add_argument(
+        "--report-interval",
+        default=env_default("--report-interval", "1"),
+        help="seconds between concurrency reports (default 1); a cold start is reported at once",
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        default=env_default("--max-body-bytes", str(10 * 1024 * 1024)),
+        help="largest request body accepted, in bytes (default 10 MiB); larger gets 413",
+    )
+    parser.add_argument(
+        "--max-in-flight",
+        default=env_default("--max-in-flight", "10000"),
+        help="requests forwarded at once over all targets (default 10000)",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        default=env_default("--drain-timeout", "30"),
+        help="on SIGTERM, seconds to finish in-flight and buffered requests (default 30)",
+    )
+
+
+def _positive_int(flag: str, text: str | None) -> int:
+    if text is None or not text.isdigit() or int(text) <= 0:
+        raise SettingsError(f"{flag}={text!r}: an integer > 0")
+    return int(text)
+
+
+def activator_settings(args: argparse.Namespace) -> ActivatorSettings:
+    return ActivatorSettings(
+        kube=_kube(args),
+        listen_host=args.host,
+        port=_port("--port", args.port),
+        metrics_port=_port("--metrics-port", args.metrics_port),
+        controller_url=args.controller_url or None,
+        lease_namespace=args.lease_namespace,
+        lease_name=args.lease_name,
+        report_token=_token(args),
+        report_interval=_positive_float("--report-interval", args.report_interval),
+        max_body_bytes=_positive_int("--max-body-bytes", args.max_body_bytes),
+        max_in_flight=_positive_int("--max-in-flight", args.max_in_flight),
+        drain_timeout=_positive_float("--drain-timeout", args.drain_timeout),
+        log_format=_log_format(args.log_format),
+        identity=args.identity or default_identity(),
+    )
