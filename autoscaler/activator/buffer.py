@@ -1,0 +1,206 @@
+"""The bounded gate: requests held per target while no endpoint is ready, within max-pending and a timeout.
+
+Every request the activator accepts is held here from admission to its response, so the per-target
+counts (in flight + queued) are exactly what the controller needs, and the total is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from autoscaler import errors
+from autoscaler.activator import endpoints, routing
+from autoscaler.model import TargetConcurrency, TargetKey
+
+
+class Overloaded(errors.ActivatorError):
+    """The activator already holds its maximum number of requests."""
+
+
+class Closed(errors.ActivatorError):
+    """The request was waiting when its target was removed or the activator stopped waiting."""
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """An endpoint leased for one request; ``waited`` is the seconds it queued, None if it did not."""
+
+    lease: endpoints.Lease
+    waited: float | None
+
+
+class Ticket:
+    """One request held for a target, from admission to its response."""
+
+    __slots__ = ("_gate", "target")
+
+    def __init__(self, target: TargetKey, gate: _Gate) -> None:
+        self.target = target
+        self._gate = gate
+
+
+class _Gate:
+    __slots__ = ("closed", "in_flight", "queued", "waits")
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.queued = 0
+        self.closed: str | None = None
+        self.waits: set[asyncio.Timeout] = set()
+
+
+class Buffer:
+    """Per-target counts and queues of the requests this activator holds, bounded by ``max_in_flight``."""
+
+    def __init__(
+        self,
+        *,
+        endpoints: endpoints.Endpoints,
+        max_in_flight: int,
+        clock: Callable[[], float],
+        on_change: Callable[[TargetKey, TargetConcurrency], None] | None = None,
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be >= 1")
+        self._endpoints = endpoints
+        self._on_change = on_change
+        self._max_in_flight = max_in_flight
+        self._clock = clock
+        self._gates: dict[TargetKey, _Gate] = {}
+        self._held = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._queued = 0
+        self._unqueued = asyncio.Event()
+        self._unqueued.set()
+        self._closed: str | None = None
+
+    @property
+    def held(self) -> int:
+        """Requests accepted and not answered yet, over all targets."""
+        return self._held
+
+    def concurrency(self) -> dict[TargetKey, TargetConcurrency]:
+        """In-flight and queued requests of every target that has any."""
+        return {
+            target: TargetConcurrency(in_flight=gate.in_flight, queued=gate.queued)
+            for target, gate in self._gates.items()
+        }
+
+    def queued(self, target: TargetKey) -> int:
+        gate = self._gates.get(target)
+        return gate.queued if gate is not None else 0
+
+    def cold(self) -> frozenset[TargetKey]:
+        """Targets with requests waiting for a first ready endpoint."""
+        return frozenset(target for target, gate in self._gates.items() if gate.queued)
+
+    @contextmanager
+    def hold(self, target: TargetKey) -> Iterator[Ticket]:
+        """Counts one request of ``target`` as in flight for the block; Overloaded when at the bound."""
+        if self._held >= self._max_in_flight:
+            raise Overloaded(f"the activator holds {self._held} requests, its maximum")
+        gate = self._gates.get(target)
+        if gate is None:
+            gate = self._gates[target] = _Gate()
+        gate.in_flight += 1
+        self._held += 1
+        self._idle.clear()
+        self._changed(target, gate)
+        try:
+            yield Ticket(target, gate)
+        finally:
+            gate.in_flight -= 1
+            self._held -= 1
+            self._changed(target, gate)
+            if not gate.in_flight and not gate.queued and self._gates.get(target) is gate:
+                del self._gates[target]
+            if not self._held:
+                self._idle.set()
+
+    async def lease(
+        self, ticket: Ticket, route: routing.Route, *, on_cold: Callable[[TargetKey], None]
+    ) -> Grant:
+        """An endpoint for a held request of ``route.target``: at once, or after queueing for one.
+
+        ``on_cold`` runs when a request finds no ready endpoint and nobody waiting before it.
+        Raises QueueFull, ActivationTimeout, or Closed.
+        """
+        target = route.target
+        gate = ticket._gate
+        reason = gate.closed or self._closed
+        if reason is not None:
+            raise Closed(reason)
+        lease = self._endpoints.pick(target)
+        if lease is not None:
+            return Grant(lease=lease, waited=None)
+        if not gate.queued:
+            on_cold(target)
+        if gate.queued >= route.max_pending:
+            raise errors.QueueFull(f"{target} already has {gate.queued} requests waiting (max-pending)")
+        start = self._clock()
+        gate.queued += 1
+        gate.in_flight -= 1
+        self._queued += 1
+        self._unqueued.clear()
+        self._changed(target, gate)
+        try:
+            async with asyncio.timeout(route.activation_timeout) as wait:
+                gate.waits.add(wait)
+                try:
+                    lease = await self._endpoints.acquire(target)
+                finally:
+                    gate.waits.discard(wait)
+        except TimeoutError:
+            reason = gate.closed or self._closed
+            if reason is not None:
+                raise Closed(reason) from None
+            raise errors.ActivationTimeout(
+                f"no endpoint of {target} turned ready within {route.activation_timeout:g}s"
+            ) from None
+        finally:
+            gate.queued -= 1
+            gate.in_flight += 1
+            self._queued -= 1
+            if not self._queued:
+                self._unqueued.set()
+            self._changed(target, gate)
+        return Grant(lease=lease, waited=self._clock() - start)
+
+    def _changed(self, target: TargetKey, gate: _Gate) -> None:
+        if self._on_change is not None and self._gates.get(target) is gate:
+            self._on_change(target, TargetConcurrency(in_flight=gate.in_flight, queued=gate.queued))
+
+    def close(self, target: TargetKey, reason: str) -> None:
+        """Ends the wait of every request queued for ``target`` now, with Closed(reason)."""
+        gate = self._gates.get(target)
+        if gate is not None:
+            gate.closed = reason
+            _expire(gate.waits)
+            del self._gates[target]
+
+    def close_all(self, reason: str) -> None:
+        """Ends every wait now and refuses any further wait, with Closed(reason)."""
+        self._closed = reason
+        for gate in self._gates.values():
+            _expire(gate.waits)
+
+    async def wait_unqueued(self) -> None:
+        """Returns once no request is queued."""
+        while self._queued:
+            await self._unqueued.wait()
+
+    async def wait_idle(self) -> None:
+        """Returns once no request is held."""
+        while self._held:
+            await self._idle.wait()
+
+
+def _expire(waits: set[asyncio.Timeout]) -> None:
+    now = asyncio.get_running_loop().time()
+    for wait in tuple(waits):
+        if not wait.expired():
+            wait.reschedule(now)

@@ -1,0 +1,109 @@
+"""Activator metrics on an injected prometheus registry; a removed target's series are dropped."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from autoscaler.model import TargetKey
+
+_LABELS = ("namespace", "deployment")
+_WAIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class ActivatorMetrics:
+    """Per-target request metrics. Series exist only for routed targets (and unrouted requests)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.pending = Gauge(
+            "queue_autoscaler_activator_pending_requests",
+            "Requests waiting for a first ready endpoint of the target.",
+            _LABELS,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "queue_autoscaler_activator_in_flight_requests",
+            "Requests held for the target and not queued: being forwarded or answered.",
+            _LABELS,
+            registry=registry,
+        )
+        self.responses = Counter(
+            "queue_autoscaler_activator_responses",
+            "Responses sent, by target and HTTP status code (unrouted requests have empty target labels).",
+            (*_LABELS, "code"),
+            registry=registry,
+        )
+        self.cold_starts = Counter(
+            "queue_autoscaler_activator_cold_starts",
+            "Times a request found the target with no ready endpoint and nobody waiting before it.",
+            _LABELS,
+            registry=registry,
+        )
+        self.cold_start_wait = Histogram(
+            "queue_autoscaler_activator_cold_start_wait_seconds",
+            "Time a request queued until an endpoint of the target turned ready.",
+            _LABELS,
+            buckets=_WAIT_BUCKETS,
+            registry=registry,
+        )
+        self.proxy_latency = Histogram(
+            "queue_autoscaler_activator_proxy_latency_seconds",
+            "Time from forwarding a request to an endpoint until its response headers arrived.",
+            _LABELS,
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.reports = Counter(
+            "queue_autoscaler_activator_reports",
+            "Concurrency reports sent to the controller, by result (ok, rejected, failed).",
+            ("result",),
+            registry=registry,
+        )
+        self._targets: set[TargetKey] = set()
+
+    def track(self, target: TargetKey) -> None:
+        """Starts recording for a routed target."""
+        if target not in self._targets:
+            self._targets.add(target)
+            self.pending.labels(target.namespace, target.name).set(0)
+            self.in_flight.labels(target.namespace, target.name).set(0)
+
+    def forget(self, target: TargetKey) -> None:
+        """Removes every series of the target; later records for it are ignored."""
+        self._targets.discard(target)
+        labels = {"namespace": target.namespace, "deployment": target.name}
+        for metric in (
+            self.pending,
+            self.in_flight,
+            self.responses,
+            self.cold_starts,
+            self.cold_start_wait,
+            self.proxy_latency,
+        ):
+            metric.remove_by_labels(labels)
+
+    def set_held(self, target: TargetKey, *, in_flight: int, queued: int) -> None:
+        if target in self._targets:
+            self.pending.labels(target.namespace, target.name).set(queued)
+            self.in_flight.labels(target.namespace, target.name).set(in_flight)
+
+    def response(self, target: TargetKey | None, code: int) -> None:
+        if target is None:
+            self.responses.labels("", "", str(code)).inc()
+        elif target in self._targets:
+            self.responses.labels(target.namespace, target.name, str(code)).inc()
+
+    def cold_start(self, target: TargetKey) -> None:
+        if target in self._targets:
+            self.cold_starts.labels(target.namespace, target.name).inc()
+
+    def waited(self, target: TargetKey, seconds: float) -> None:
+        if target in self._targets:
+            self.cold_start_wait.labels(target.namespace, target.name).observe(seconds)
+
+    def latency(self, target: TargetKey, seconds: float) -> None:
+        if target in self._targets:
+            self.proxy_latency.labels(target.namespace, target.name).observe(seconds)
+
+    def report(self, result: str) -> None:
+        self.reports.labels(result).inc()

@@ -1,0 +1,243 @@
+"""Forwarding one request to one endpoint address with aiohttp, and relaying the response.
+
+Hop-by-hop headers are dropped both ways, X-Forwarded-* added, bodies streamed within size bounds.
+Only the given endpoint address is ever connected to: the request target is used as a path, never as a URL.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import hdrs, web
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from autoscaler import errors
+from autoscaler.activator import endpoints
+
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
+)
+_CHUNK = 64 * 1024
+_INLINE_BODY = 512 * 1024
+
+
+class BodyTooLarge(errors.ActivatorError):
+    """The request body is larger than the activator accepts."""
+
+
+class ConnectFailed(errors.UpstreamError):
+    """No connection to the endpoint could be made; nothing of the request was sent."""
+
+
+class UpstreamTimeout(errors.UpstreamError):
+    """The endpoint did not accept the connection or answer in time."""
+
+
+class ResponseTooLarge(errors.UpstreamError):
+    """The endpoint's response body is larger than the activator relays."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds of one forwarded exchange (bytes and seconds)."""
+
+    max_request_body: int = 10 * 1024 * 1024
+    max_response_body: int = 100 * 1024 * 1024
+    connect_timeout: float = 5.0
+    read_timeout: float = 300.0
+
+
+def end_to_end(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
+    """The headers without hop-by-hop ones: the fixed set, ``Proxy-*``, and those Connection names."""
+    listed = {
+        token.strip().lower() for value in headers.getall(hdrs.CONNECTION, ()) for token in value.split(",")
+    }
+    kept: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        lowered = name.lower()
+        if lowered in HOP_BY_HOP or lowered in listed or lowered.startswith("proxy-"):
+            continue
+        kept.add(name, value)
+    return kept
+
+
+def request_headers(request: web.BaseRequest) -> CIMultiDict[str]:
+    """What the endpoint receives: the client's end-to-end headers plus X-Forwarded-For/Proto/Host.
+
+    Expect is dropped too: the activator itself answered ``100 Continue``.
+    """
+    headers = end_to_end(request.headers)
+    headers.popall(hdrs.EXPECT, None)
+    client = request.remote
+    if client:
+        earlier = ", ".join(headers.popall(hdrs.X_FORWARDED_FOR, ()))
+        headers[hdrs.X_FORWARDED_FOR] = f"{earlier}, {client}" if earlier else client
+    headers.setdefault(hdrs.X_FORWARDED_PROTO, request.scheme)
+    host = request.headers.get(hdrs.HOST)
+    if host is not None:
+        headers.setdefault(hdrs.X_FORWARDED_HOST, host)
+    return headers
+
+
+def upstream_url(address: endpoints.Address, target: str) -> URL:
+    """The endpoint's URL for an origin-form request target: only the address decides where it goes.
+
+    The target is kept as sent (no normalization), except that an empty query (a bare '?') is dropped.
+    """
+    if not target.startswith("/"):
+        raise ValueError(f"request target {target!r} is not origin-form")
+    authority = URL.build(scheme="http", host=address.ip, port=address.port).raw_authority
+    path, _, query = target.partition("?")
+    return URL.build(scheme="http", authority=authority, path=path, query_string=query, encoded=True)
+
+
+async def read_body(request: web.BaseRequest, *, limit: int) -> bytes:
+    """The whole request body; BodyTooLarge past ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"request body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _StreamedBody:
+    """Streams the request body to the endpoint, counting bytes, refusing to go past the limit."""
+
+    def __init__(self, request: web.BaseRequest, limit: int) -> None:
+        self._request = request
+        self._limit = limit
+        self.sent = 0
+        self.too_large = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        async for chunk in self._request.content.iter_chunked(_CHUNK):
+            self.sent += len(chunk)
+            if self.sent > self._limit:
+                self.too_large = True
+                raise BodyTooLarge(f"request body exceeds {self._limit} bytes")
+            yield chunk
+
+
+@dataclass(frozen=True, slots=True)
+class Relayed:
+    """A response relayed to the client; ``cut`` says why it was cut short, None when it is whole."""
+
+    response: web.StreamResponse
+    cut: str | None
+
+
+def client_session(
+    limits: Limits, *, trace_configs: list[aiohttp.TraceConfig] | None = None
+) -> aiohttp.ClientSession:
+    """The session the Forwarder uses by default: pooled, no cookies, no decompression, no redirects
+    followed, no proxy from the environment, no headers added beyond the client's."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, use_dns_cache=False),
+        timeout=aiohttp.ClientTimeout(
+            total=None, connect=limits.connect_timeout, sock_read=limits.read_timeout
+        ),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+        skip_auto_headers=(hdrs.USER_AGENT, hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.CONTENT_TYPE),
+        trust_env=False,
+        requote_redirect_url=False,
+        trace_configs=trace_configs,
+    )
+
+
+class Forwarder:
+    """Sends requests to endpoint addresses over one pooled aiohttp client session."""
+
+    def __init__(self, *, limits: Limits, session: aiohttp.ClientSession | None = None) -> None:
+        """``session`` (e.g. from ``client_session``) is used as given and left open on ``close``."""
+        self._limits = limits
+        self._session = session
+        self._owned = session is None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = client_session(self._limits)
+        return self._session
+
+    async def close(self) -> None:
+        if self._owned and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send(
+        self, *, request: web.BaseRequest, address: endpoints.Address, body: bytes | None
+    ) -> aiohttp.ClientResponse:
+        """Sends the request to ``address`` and returns its response once the headers arrived.
+
+        ``body`` is the already-read body, or None to stream it from the client. The caller must
+        ``release()`` the response. Raises ConnectFailed (nothing sent: safe to retry), UpstreamTimeout,
+        BodyTooLarge, or UpstreamError.
+        """
+        streamed: _StreamedBody | None = None
+        data: bytes | io.BytesIO | AsyncIterator[bytes] | None = body
+        if body is not None and len(body) > _INLINE_BODY:
+            data = io.BytesIO(body)
+        elif body is None and request.body_exists:
+            streamed = _StreamedBody(request, self._limits.max_request_body)
+            data = streamed.chunks()
+        try:
+            return await self._client().request(
+                request.method,
+                upstream_url(address, request.raw_path),
+                headers=request_headers(request),
+                data=data,
+                allow_redirects=False,
+                compress=False,
+            )
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise UpstreamTimeout(f"{address} did not accept a connection in time") from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise ConnectFailed(f"cannot connect to {address}: {exc.os_error}") from exc
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise UpstreamTimeout(f"{address} did not answer in time") from exc
+        except aiohttp.ClientError as exc:
+            if streamed is not None and streamed.too_large:
+                raise BodyTooLarge(f"request body exceeds {self._limits.max_request_body} bytes") from exc
+            raise errors.UpstreamError(f"{address} failed: {exc}") from exc
+
+    async def relay(self, *, request: web.BaseRequest, upstream: aiohttp.ClientResponse) -> Relayed:
+        """Streams the endpoint's response to the client.
+
+        Raises ResponseTooLarge, before anything was sent, when the declared length is over the bound. A
+        body that fails or grows past it later cuts the client connection, so the client sees it
+        incomplete, and the result says why.
+        """
+        limit = self._limits.max_response_body
+        declared = upstream.content_length
+        if declared is not None and declared > limit:
+            raise ResponseTooLarge(f"response of {declared} bytes exceeds {limit} bytes")
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        response.headers.extend(end_to_end(upstream.headers))
+        await response.prepare(request)
+        size = 0
+        try:
+            async for chunk in upstream.content.iter_chunked(_CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    _cut(request)
+                    return Relayed(response=response, cut=f"response body exceeds {limit} bytes")
+                await response.write(chunk)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            _cut(request)
+            return Relayed(response=response, cut=f"response body failed: {exc!r}")
+        await response.write_eof()
+        return Relayed(response=response, cut=None)
+
+
+def _cut(request: web.BaseRequest) -> None:
+    """Closes the client connection mid-response, so a partial body is never taken for a whole one."""
+    transport = request.transport
+    if transport is not None:
+        transport.close()

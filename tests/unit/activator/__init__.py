@@ -1,0 +1,1 @@
+"""Tests of the activator: routing, endpoints, buffer, proxy, CloudEvents, reporter, server."""

@@ -1,0 +1,150 @@
+"""Whatever the Host header, request target and method: no 500, and no connection except to the endpoints."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import aiohttp
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+from yarl import URL
+
+from autoscaler.activator import proxy, routing, server
+from tests.unit.activator import helpers
+from tests.unit.activator.conftest import ORDERS
+
+PRINTABLE = st.characters(min_codepoint=0x21, max_codepoint=0x7E)
+KNOWN_HOSTS = [
+    "orders.shop",
+    "orders.shop.svc",
+    "orders.shop.svc.cluster.local",
+    "orders.example.com",
+    "payments.shop",
+    "127.0.0.1",
+    "localhost",
+    "{pod}",
+    "{decoy}",
+    "{activator}",
+]
+
+
+def _spell(host: str, upper: bool, port: int | None, dot: bool) -> str:
+    spelled = host.upper() if upper else host
+    return spelled + ("." if dot else "") + ("" if port is None else f":{port}")
+
+
+HOSTS = st.one_of(
+    st.builds(
+        _spell,
+        st.sampled_from(KNOWN_HOSTS),
+        st.booleans(),
+        st.one_of(st.none(), st.integers(0, 99999)),
+        st.booleans(),
+    ),
+    st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40),
+)
+ORIGIN = st.text(alphabet=PRINTABLE, max_size=60).map(lambda tail: "/" + tail)
+AUTHORITY = st.builds(
+    "{}:{}".format, st.sampled_from(KNOWN_HOSTS), st.sampled_from(["{pod_port}", "{decoy_port}", "80", "443"])
+)
+TARGETS = st.one_of(
+    ORIGIN,
+    st.builds(
+        "{}://{}{}".format,
+        st.sampled_from(["http", "https", "HTTP", "ws", "ftp"]),
+        AUTHORITY,
+        ORIGIN,
+    ),
+    st.builds("//{}{}".format, AUTHORITY, ORIGIN),
+    AUTHORITY,
+    st.just("*"),
+    st.text(alphabet=PRINTABLE, min_size=1, max_size=40),
+)
+METHODS = st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT"])
+
+
+@dataclass
+class Guarded:
+    """An activator whose only outbound session records every URL it is asked to reach."""
+
+    activator: server.Activator
+    port: int
+    pod: helpers.Pod
+    decoy: helpers.Pod
+    outbound: list[URL] = field(default_factory=list)
+
+
+@pytest.fixture
+async def guarded() -> AsyncIterator[Guarded]:
+    outbound: list[URL] = []
+
+    async def record(
+        session: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceRequestStartParams
+    ) -> None:
+        outbound.append(params.url)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(record)
+    limits = proxy.Limits()
+    session = proxy.client_session(limits, trace_configs=[trace])
+    activator = server.Activator(registry=CollectorRegistry(), limits=limits, session=session)
+    activator.apply_deployment(
+        namespace="shop",
+        name="orders",
+        annotations={
+            routing.HTTP_SERVICE: "orders",
+            routing.HTTP_PORT: "8080",
+            routing.HTTP_HOST: "orders.example.com",
+            routing.ACTIVATION_TIMEOUT: "1s",
+        },
+    )
+    try:
+        async with (
+            helpers.pods(2) as (pod, decoy),
+            helpers.running(server.build_app(activator), **server.RUNNER_OPTIONS) as port,
+        ):
+            activator.endpoints.update(ORDERS, [pod.address])
+            yield Guarded(activator=activator, port=port, pod=pod, decoy=decoy, outbound=outbound)
+    finally:
+        await activator.close()
+        await session.close()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(method=METHODS, target=TARGETS, host=HOSTS)
+async def test_no_request_gets_a_500_or_reaches_anything_but_the_targets_endpoints(
+    guarded: Guarded, method: str, target: str, host: str
+) -> None:
+    ports = {
+        "{pod}": f"127.0.0.1:{guarded.pod.port}",
+        "{decoy}": f"127.0.0.1:{guarded.decoy.port}",
+        "{activator}": f"127.0.0.1:{guarded.port}",
+        "{pod_port}": str(guarded.pod.port),
+        "{decoy_port}": str(guarded.decoy.port),
+    }
+    for placeholder, value in ports.items():
+        target = target.replace(placeholder, value)
+        host = host.replace(placeholder, value)
+    request = f"{method} {target} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    before = len(guarded.pod.seen)
+
+    status, answer = await helpers.raw_exchange(guarded.port, request.encode("latin-1"))
+
+    event(f"status {status}")
+    assert status in {200, 400, 404}, answer
+    routed = guarded.activator.routes.lookup(host) is not None
+    origin_form = target.startswith("/") and method != "CONNECT"
+    if status == 200:
+        assert routed
+        assert origin_form
+        assert len(guarded.pod.seen) == before + 1
+        path, _, query = target.partition("?")
+        assert guarded.pod.seen[-1].raw_path == (f"{path}?{query}" if query else path)
+    assert guarded.decoy.seen == []
+    assert {(url.host, url.port) for url in guarded.outbound} <= {("127.0.0.1", guarded.pod.port)}
+    assert all(url.raw_path_qs.startswith("/") for url in guarded.outbound)
+    await helpers.eventually(lambda: guarded.activator.buffer.held == 0)
