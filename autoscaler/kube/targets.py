@@ -1,0 +1,179 @@
+"""The Deployments to scale: a watched, in-memory cache of those with a ``queue-autoscaler.dev/`` annotation.
+
+The annotations are handed over as they are (only the prefixed keys); parsing them is the caller's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import structlog
+from kubernetes_asyncio import client
+
+from autoscaler.kube import calls, watch
+from autoscaler.model import TargetKey
+
+PREFIX = "queue-autoscaler.dev/"
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentInfo:
+    """What the controller needs of one Deployment. ``annotations`` holds only the prefixed keys (in full)."""
+
+    key: TargetKey
+    uid: str
+    annotations: Mapping[str, str] = field(hash=False)
+    replicas: int
+    ready_replicas: int
+    generation: int
+    resource_version: str
+
+    @property
+    def is_target(self) -> bool:
+        return bool(self.annotations)
+
+
+def parse_deployment(obj: calls.JSON) -> DeploymentInfo:
+    """A Deployment's raw JSON -> DeploymentInfo; ValueError when it has no namespace or name."""
+    metadata = obj.get("metadata")
+    namespace, name = calls.dig(metadata, "namespace"), calls.dig(metadata, "name")
+    if not isinstance(namespace, str) or not isinstance(name, str) or not namespace or not name:
+        raise ValueError("Deployment without metadata.namespace and metadata.name")
+    annotations = {
+        key: value
+        for key, value in calls.string_map(calls.dig(metadata, "annotations")).items()
+        if key.startswith(PREFIX)
+    }
+    return DeploymentInfo(
+        key=TargetKey(namespace, name),
+        uid=str(calls.dig(metadata, "uid") or ""),
+        annotations=MappingProxyType(annotations),
+        replicas=calls.integer(calls.dig(obj, "spec", "replicas"), default=1),
+        ready_replicas=calls.integer(calls.dig(obj, "status", "readyReplicas")),
+        generation=calls.integer(calls.dig(metadata, "generation")),
+        resource_version=str(calls.dig(metadata, "resourceVersion") or ""),
+    )
+
+
+OnChange = Callable[[TargetKey, DeploymentInfo | None], None]
+Change = tuple[TargetKey, DeploymentInfo | None, DeploymentInfo | None]
+
+
+class TargetCache:
+    """Annotated Deployments of one watch scope (all namespaces or one), kept from its events.
+
+    ``apply`` returns the changes it made as (key, info before or None, info after or None).
+    """
+
+    def __init__(self) -> None:
+        self.items: dict[TargetKey, DeploymentInfo] = {}
+
+    def apply(self, event: watch.WatchEvent[DeploymentInfo]) -> list[Change]:
+        match event:
+            case watch.Listed(objects=objects):
+                fresh = {info.key: info for info in objects if info.is_target}
+                changes: list[Change] = [
+                    (key, old, None) for key, old in self.items.items() if key not in fresh
+                ]
+                changes.extend(
+                    (key, self.items.get(key), info)
+                    for key, info in fresh.items()
+                    if self.items.get(key) != info
+                )
+                self.items = fresh
+                return changes
+            case watch.Added(object=info) | watch.Modified(object=info):
+                old = self.items.get(info.key)
+                if not info.is_target:
+                    return [(info.key, self.items.pop(info.key), None)] if old is not None else []
+                if old == info:
+                    return []
+                self.items[info.key] = info
+                return [(info.key, old, info)]
+            case watch.Deleted(object=info):
+                old = self.items.pop(info.key, None)
+                return [(info.key, old, None)] if old is not None else []
+        raise AssertionError(f"unknown watch event {event!r}")
+
+
+class TargetWatch:
+    """Watches Deployments in all namespaces (``namespaces=None``) or in each given namespace.
+
+    ``synced`` is set once every namespace was listed; ``snapshot()`` is a copy of the annotated Deployments;
+    after every change ``on_change(key, info or None)`` is called (None: deleted or no longer annotated) and
+    ``changed`` is set (the consumer clears it).
+    """
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        namespaces: Sequence[str] | None = None,
+        on_change: OnChange | None = None,
+        timeout_seconds: int | None = None,
+    ) -> None:
+        apps = client.AppsV1Api(api)
+        if namespaces is None:
+            self.watches = [
+                watch.ResourceWatch(
+                    apps.list_deployment_for_all_namespaces,
+                    parse=parse_deployment,
+                    what="deployments in all namespaces",
+                    timeout_seconds=timeout_seconds,
+                )
+            ]
+        else:
+            self.watches = [
+                watch.ResourceWatch(
+                    functools.partial(apps.list_namespaced_deployment, namespace),
+                    parse=parse_deployment,
+                    what=f"deployments in {namespace}",
+                    timeout_seconds=timeout_seconds,
+                )
+                for namespace in dict.fromkeys(namespaces)
+            ]
+        self._caches = [TargetCache() for _ in self.watches]
+        self._listed = [False] * len(self.watches)
+        self._on_change = on_change
+        self.synced = asyncio.Event()
+        self.changed = asyncio.Event()
+        if not self.watches:
+            self.synced.set()
+
+    async def run(self) -> None:
+        """Watches until cancelled."""
+        await watch.run_all(
+            watch.consume(one, functools.partial(self._handle, index))
+            for index, one in enumerate(self.watches)
+        )
+
+    def snapshot(self) -> Mapping[TargetKey, DeploymentInfo]:
+        merged: dict[TargetKey, DeploymentInfo] = {}
+        for cache in self._caches:
+            merged.update(cache.items)
+        return MappingProxyType(merged)
+
+    def _handle(self, index: int, event: watch.WatchEvent[DeploymentInfo]) -> None:
+        changes = self._caches[index].apply(event)
+        if isinstance(event, watch.Listed) and not self._listed[index]:
+            self._listed[index] = True
+            if all(self._listed):
+                self.synced.set()
+        for key, old, new in changes:
+            bound = log.bind(namespace=key.namespace, deployment=key.name)
+            if new is None:
+                bound.info("kube.target.removed")
+            elif old is None:
+                bound.info("kube.target.added", replicas=new.replicas, annotations=len(new.annotations))
+            else:
+                bound.debug("kube.target.updated", replicas=new.replicas, ready_replicas=new.ready_replicas)
+            if self._on_change is not None:
+                self._on_change(key, new)
+        if changes:
+            self.changed.set()
