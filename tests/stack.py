@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
@@ -156,3 +157,23 @@ async def ready_endpoints(api: client.ApiClient, namespace: str, service_name: s
             if endpoint.conditions is None or endpoint.conditions.ready:
                 found.extend(endpoint.addresses)
     return sorted(found)
+
+
+async def events_of(
+    api: client.ApiClient,
+    namespace: str,
+    name: str,
+    *,
+    controller: str | None = "queue-autoscaler.dev/controller",
+) -> list[dict[str, Any]]:
+    """events.k8s.io Events regarding one object (by default only queue-autoscaler's), oldest first, raw JSON.
+
+    Raw, because Events converted from core/v1 may have no eventTime, which the generated models reject.
+    """
+    response = await client.EventsV1Api(api).list_namespaced_event(
+        namespace, field_selector=f"regarding.name={name}", _preload_content=False
+    )
+    items: list[dict[str, Any]] = json.loads(await response.read())["items"]
+    if controller is not None:
+        items = [e for e in items if e.get("reportingController") == controller]
+    return sorted(items, key=lambda e: e.get("eventTime") or e["metadata"]["creationTimestamp"])

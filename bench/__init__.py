@@ -1,0 +1,1 @@
+"""Benchmarks, load generators and watchers for queue-autoscaler; results go to bench/results/."""
