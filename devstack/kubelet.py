@@ -130,21 +130,24 @@ class Kubelet:
                     for pod in listing.items:
                         self.on_pod("ADDED", pod)
                     resource_version = listing.metadata.resource_version
-                stream = watch.Watch().stream(
-                    self.core.list_pod_for_all_namespaces,
-                    resource_version=resource_version,
-                    timeout_seconds=300,
-                    allow_watch_bookmarks=True,
-                )
-                async with contextlib.aclosing(stream) as events:
-                    async for event in events:
+                async with watch.Watch() as pod_watch:
+                    async for event in pod_watch.stream(
+                        self.core.list_pod_for_all_namespaces,
+                        resource_version=resource_version,
+                        timeout_seconds=int(os.environ.get("QA_KUBELET_WATCH_SECONDS", "300")),
+                        allow_watch_bookmarks=True,
+                    ):
                         obj = event["object"]
                         if event["type"] == "ERROR":
                             resource_version = ""
                             break
+                        if event["type"] == "BOOKMARK":
+                            # Bookmarks come undecoded: a dict carrying only metadata.resourceVersion.
+                            meta = obj.get("metadata", {}) if isinstance(obj, dict) else {}
+                            resource_version = meta.get("resourceVersion", resource_version)
+                            continue
                         resource_version = obj.metadata.resource_version
-                        if event["type"] != "BOOKMARK":
-                            self.on_pod(event["type"], obj)
+                        self.on_pod(event["type"], obj)
             except ApiException as exc:
                 if exc.status == 410:
                     resource_version = ""
@@ -153,6 +156,10 @@ class Kubelet:
                 await asyncio.sleep(1)
             except (TimeoutError, aiohttp.ClientError) as exc:
                 _log(f"watch connection lost: {exc!r}; retrying")
+                await asyncio.sleep(1)
+            except Exception as exc:  # the node must outlive any one bad event: log, re-list, go on
+                _log(f"watch loop error: {exc!r}; re-listing")
+                resource_version = ""
                 await asyncio.sleep(1)
 
     def on_pod(self, kind: str, pod: Any) -> None:

@@ -6,9 +6,10 @@ component and never signalled.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -40,22 +41,32 @@ def spawn(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> Recorded:
-    """Starts ``argv`` in its own session with output appended to ``log_file`` and records its pid."""
+    """Starts ``argv`` in its own session with output appended to ``log_file`` and records its pid.
+
+    posix_spawn, not subprocess.Popen: the daemon outlives the process that started it, and a Popen object
+    would warn when it is collected with its child still running.
+    """
     pid_dir.mkdir(parents=True, exist_ok=True)
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    with log_file.open("ab") as log:
-        proc = subprocess.Popen(
+    program = argv[0] if "/" in argv[0] else (shutil.which(argv[0]) or argv[0])
+    if cwd is not None:
+        # posix_spawn has no cwd argument; run through env(1)'s --chdir so the daemon starts in ``cwd``.
+        argv, program = ["env", f"--chdir={cwd}", program, *argv[1:]], "/usr/bin/env"
+    with log_file.open("ab") as log, open(os.devnull, "rb") as devnull:
+        pid = os.posix_spawn(
+            program,
             list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=dict(env) if env is not None else None,
-            cwd=cwd,
-            start_new_session=True,
+            dict(env) if env is not None else dict(os.environ),
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, devnull.fileno(), 0),
+                (os.POSIX_SPAWN_DUP2, log.fileno(), 1),
+                (os.POSIX_SPAWN_DUP2, log.fileno(), 2),
+            ],
+            setsid=True,
         )
-    ticks = _start_ticks(proc.pid) or 0
-    (pid_dir / f"{name}.pid").write_text(f"{proc.pid} {ticks}\n")
-    return Recorded(name, proc.pid, ticks)
+    ticks = _start_ticks(pid) or 0
+    (pid_dir / f"{name}.pid").write_text(f"{pid} {ticks}\n")
+    return Recorded(name, pid, ticks)
 
 
 def record(name: str, pid: int, *, pid_dir: Path) -> Recorded:
@@ -113,6 +124,8 @@ def stop(entry: Recorded, *, pid_dir: Path, grace: float = 10.0) -> None:
             deadline = time.monotonic() + 5
             while alive(entry) and time.monotonic() < deadline:
                 time.sleep(0.05)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(entry.pid, os.WNOHANG)  # reap it if this process started it
     (pid_dir / f"{entry.name}.pid").unlink(missing_ok=True)
 
 

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import random
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeAlias, TypeVar
 
@@ -254,7 +254,7 @@ class ResourceWatch(Generic[T]):
             return None
 
 
-async def consume(watch: ResourceWatch[T], handle: Callable[[WatchEvent[T]], None]) -> None:
+async def consume(watch: ResourceWatch[T], handle: Callable[[WatchEvent[T]], object]) -> None:
     """Feeds every event of ``watch`` to ``handle``, forever (until cancelled)."""
     async with contextlib.aclosing(watch.events()) as events:
         async for event in events:

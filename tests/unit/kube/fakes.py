@@ -92,10 +92,12 @@ class FakeListMethod:
         self._watches = list(watches)
         self.list_calls: list[dict[str, Any]] = []
         self.watch_calls: list[dict[str, Any]] = []
+        self.watching = asyncio.Event()
 
     async def __call__(self, **kwargs: Any) -> FakeResponse:
         if kwargs.get("watch"):
             self.watch_calls.append(kwargs)
+            self.watching.set()
             script = self._watches
             answer: FakeResponse | BaseException = script.pop(0) if script else FakeResponse(200, hang=True)
         else:

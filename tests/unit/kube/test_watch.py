@@ -227,3 +227,28 @@ async def test_run_all_raises_the_first_failure_and_cancels_the_others() -> None
     with pytest.raises(RuntimeError, match="bug"):
         await watch.run_all([forever(), fails()])
     assert cancelled.is_set()
+
+
+async def test_closing_the_stream_closes_the_open_watch_response() -> None:
+    response = FakeResponse(200, lines=[event("ADDED", deployment("a", "11"))], hang=True)
+    method = FakeListMethod(lists=[FakeResponse(200, listing([], "10"))], watches=[response])
+
+    events = await take(make_watch(method), 2)
+
+    assert events == [watch.Listed((), "10"), watch.Added("a")]
+    assert response.closed
+
+
+async def test_cancelling_a_consumer_closes_the_open_watch_response() -> None:
+    response = FakeResponse(200, hang=True)
+    method = FakeListMethod(lists=[FakeResponse(200, listing([], "10"))], watches=[response])
+    received: list[watch.WatchEvent[str]] = []
+    task = asyncio.create_task(watch.consume(make_watch(method), received.append))
+    await asyncio.wait_for(method.watching.wait(), timeout=5)
+    await asyncio.sleep(0)  # let the watch start reading
+
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+    assert received == [watch.Listed((), "10")]
+    assert response.closed
