@@ -32,6 +32,9 @@ class ConcurrencySource(Protocol):
 class Reporter:
     """POSTs ``ConcurrencyReport.to_json()`` to ``url`` every ``interval`` seconds and right after a poke.
 
+    ``url`` may be a callable, asked before every report: the controller leader can change; None means no
+    leader is known right now, and the report is skipped (counted as ``no-leader``).
+
     Every POST is bounded by ``timeout``; a failure is logged and counted and the next report follows on
     schedule. ``token`` may be a callable, read before every report (projected tokens rotate).
     """
@@ -39,7 +42,7 @@ class Reporter:
     def __init__(
         self,
         *,
-        url: str,
+        url: str | Callable[[], str | None],
         token: str | Callable[[], str],
         activator: str,
         source: ConcurrencySource,
@@ -96,10 +99,15 @@ class Reporter:
         """Sends one report now; True when the controller accepted it. Never raises but on cancellation."""
         poked = frozenset(self._poked)
         report = self.snapshot()
+        url = self._url() if callable(self._url) else self._url
+        if url is None:
+            self._metrics.report("no-leader")
+            log.debug("no controller leader known; report skipped")
+            return False
         try:
             token = self._token() if callable(self._token) else self._token
             async with session.post(
-                self._url,
+                url,
                 json=report.to_json(),
                 headers={"Authorization": f"Bearer {token}"},
                 timeout=aiohttp.ClientTimeout(total=self._timeout),
@@ -109,11 +117,11 @@ class Reporter:
                 status = response.status
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
             self._metrics.report("failed")
-            log.warning("concurrency report failed", url=self._url, error=repr(exc))
+            log.warning("concurrency report failed", url=url, error=repr(exc))
             return False
         if not 200 <= status < 300:
             self._metrics.report("rejected")
-            log.warning("concurrency report rejected", url=self._url, status=status)
+            log.warning("concurrency report rejected", url=url, status=status)
             return False
         self._metrics.report("ok")
         self._poked -= poked

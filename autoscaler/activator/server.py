@@ -376,7 +376,7 @@ async def serve(
     port: int = 8080,
     admin_host: str = "0.0.0.0",
     admin_port: int | None = 9090,
-    controller_url: str | None = None,
+    controller_url: str | Callable[[], str | None] | None = None,
     token: str | Callable[[], str] = "",
     activator_name: str = "activator",
     report_interval: float = 1.0,
