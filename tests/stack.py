@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 from kubernetes_asyncio import client
 
-from devstack.config import REPO_ROOT, Layout
+from devstack.config import DEVSTACK_DIR, REPO_ROOT, Layout
 
 T = TypeVar("T")
 
@@ -65,9 +66,11 @@ async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(topic, partitions, 1)])
+        response = await admin.create_topics([NewTopic(topic, partitions, 1)])
     finally:
         await admin.close()
+    errors = [error for _name, error, *_ in response.topic_errors if error]
+    assert not errors, f"creating {topic}: error codes {errors}"
 
 
 async def produce(bootstrap: str, topic: str, count: int, *, partitions: int | None = None) -> None:
@@ -177,3 +180,70 @@ async def events_of(
     if controller is not None:
         items = [e for e in items if e.get("reportingController") == controller]
     return sorted(items, key=lambda e: e.get("eventTime") or e["metadata"]["creationTimestamp"])
+
+
+async def list_topics(bootstrap: str) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        topics: list[str] = await admin.list_topics()
+    finally:
+        await admin.close()
+    return topics
+
+
+async def commit(bootstrap: str, group: str, topic: str, offsets: Mapping[int, int]) -> None:
+    """Commits ``offsets`` (partition -> offset) for ``group`` as a consumer of assigned partitions does."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in offsets])
+        await consumer.commit({TopicPartition(topic, p): offset for p, offset in offsets.items()})
+    finally:
+        await consumer.stop()
+
+
+async def delete_records(bootstrap: str, topic: str, before: Mapping[int, int]) -> dict[int, int]:
+    """Deletes records below ``before[partition]``; returns the new log start offset per partition."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        low = await admin.delete_records(
+            {TopicPartition(topic, p): RecordsToDelete(offset) for p, offset in before.items()}
+        )
+    finally:
+        await admin.close()
+    return {tp.partition: offset for tp, offset in low.items()}
+
+
+@dataclass(frozen=True)
+class ToolRow:
+    current: int
+    end: int
+    lag: int
+
+
+async def kafka_tool_describe(bootstrap: str, group: str) -> dict[tuple[str, int], ToolRow]:
+    """``kafka-consumer-groups --describe --group``, per (topic, partition) with a committed offset."""
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [
+            str(DEVSTACK_DIR / "kafka-consumer-groups"),
+            "--bootstrap-server",
+            bootstrap,
+            "--describe",
+            "--group",
+            group,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, f"kafka-consumer-groups failed: {done.stderr}"
+    rows: dict[tuple[str, int], ToolRow] = {}
+    for line in done.stdout.splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[0] == group and fields[2].isdigit():
+            rows[(fields[1], int(fields[2]))] = ToolRow(int(fields[3]), int(fields[4]), int(fields[5]))
+    return rows

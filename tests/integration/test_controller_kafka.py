@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
-from devstack.config import DEVSTACK_DIR
 from tests.controller import Process, controller, queue_autoscaler
 from tests.stack import (
     Devstack,
@@ -24,6 +23,7 @@ from tests.stack import (
     deployment,
     events_of,
     eventually,
+    kafka_tool_describe,
     produce,
     python_container,
     unique,
@@ -203,22 +203,11 @@ async def test_the_lag_command_agrees_with_kafkas_consumer_groups_tool_on_every_
         timeout=60,
         check=True,
     )
-    theirs = await asyncio.to_thread(
-        subprocess.run,
-        [str(DEVSTACK_DIR / "kafka-consumer-groups"), "--describe", "--group", group],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    theirs = await kafka_tool_describe(devstack.kafka_bootstrap, group)
     our_rows = {
         (r["topic"], r["partition"]): (r["committed"], r["end"], r["lag"])
         for r in json.loads(ours.stdout)["partitions"]
     }
-    their_rows = {}
-    for line in theirs.stdout.splitlines():
-        fields = line.split()
-        if len(fields) >= 6 and fields[0] == group and fields[2].isdigit():
-            their_rows[(fields[1], int(fields[2]))] = (int(fields[3]), int(fields[4]), int(fields[5]))
+    their_rows = {key: (row.current, row.end, row.lag) for key, row in theirs.items()}
     assert len(their_rows) == 6
     assert our_rows == their_rows

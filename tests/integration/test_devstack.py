@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
-import subprocess
 from pathlib import Path
 
 import aiohttp
@@ -13,13 +11,13 @@ from aiokafka import AIOKafkaConsumer
 from kubernetes_asyncio import client
 
 from devstack import procs
-from devstack.config import DEVSTACK_DIR
 from devstack.kubelet import POD_PROCESS_PREFIX
 from tests.stack import (
     Devstack,
     create_topic,
     deployment,
     eventually,
+    kafka_tool_describe,
     produce,
     python_container,
     ready_endpoints,
@@ -28,30 +26,6 @@ from tests.stack import (
 )
 
 pytestmark = pytest.mark.devstack
-
-
-def kafka_tool_lag(group: str, bootstrap: str) -> dict[int, int]:
-    """Per-partition LAG as printed by Kafka's own consumer-groups tool."""
-    out = subprocess.run(
-        [
-            str(DEVSTACK_DIR / "kafka-consumer-groups"),
-            "--bootstrap-server",
-            bootstrap,
-            "--describe",
-            "--group",
-            group,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    lag: dict[int, int] = {}
-    for line in out.splitlines():
-        fields = line.split()
-        if len(fields) >= 6 and fields[0] == group and fields[2].isdigit():
-            lag[int(fields[2])] = int(fields[5])
-    return lag
 
 
 async def test_kafka_consumer_groups_tool_reports_the_lag_left_after_consuming_400_of_1000(
@@ -79,7 +53,8 @@ async def test_kafka_consumer_groups_tool_reports_the_lag_left_after_consuming_4
     finally:
         await consumer.stop()
 
-    lag = await asyncio.to_thread(kafka_tool_lag, group, devstack.kafka_bootstrap)
+    rows = await kafka_tool_describe(devstack.kafka_bootstrap, group)
+    lag = {partition: row.lag for (_, partition), row in rows.items()}
 
     assert consumed == 400
     assert sorted(lag) == [0, 1, 2, 3, 4, 5]

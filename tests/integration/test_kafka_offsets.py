@@ -12,14 +12,14 @@ from autoscaler.errors import GroupError, KafkaError, KafkaUnavailable
 from autoscaler.kafka import offsets, table
 from autoscaler.kafka.offsets import GroupOffsets, GroupQuery, OffsetReader, ReaderPool
 from autoscaler.model import PartitionOffsets
-from tests.integration.kafka_fixtures import (
+from tests.stack import (
+    Devstack,
     commit,
     create_topic,
     delete_records,
     kafka_tool_describe,
     list_topics,
     produce,
-    require_broker,
     unique,
 )
 
@@ -27,8 +27,8 @@ pytestmark = pytest.mark.devstack
 
 
 @pytest.fixture
-async def kafka_bootstrap() -> str:
-    return await require_broker()
+def kafka_bootstrap(devstack: Devstack) -> str:
+    return devstack.kafka_bootstrap
 
 
 def offsets_of(outcome: GroupOffsets | KafkaError) -> GroupOffsets:
