@@ -7,7 +7,8 @@ import json
 import subprocess
 import sys
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -247,3 +248,36 @@ async def kafka_tool_describe(bootstrap: str, group: str) -> dict[tuple[str, int
         if len(fields) >= 6 and fields[0] == group and fields[2].isdigit():
             rows[(fields[1], int(fields[2]))] = ToolRow(int(fields[3]), int(fields[4]), int(fields[5]))
     return rows
+
+
+async def consume_and_commit(bootstrap: str, topic: str, group: str, count: int) -> int:
+    """Consumes ``count`` records of ``topic`` in ``group`` from the start, then commits the position of every
+    assigned partition, so partitions not yet read are committed at 0 and Kafka's tool lists them all."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        consumed = 0
+        while consumed < count:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=count - consumed)
+            consumed += sum(len(records) for records in batch.values())
+        await consumer.commit()
+    finally:
+        await consumer.stop()
+    return consumed
+
+
+@asynccontextmanager
+async def running(coroutine: Coroutine[Any, Any, None]) -> AsyncIterator[asyncio.Task[None]]:
+    """Runs ``coroutine`` as a task for the block, then cancels and awaits it."""
+    task = asyncio.create_task(coroutine)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

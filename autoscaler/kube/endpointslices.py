@@ -7,8 +7,6 @@ routed to), only TCP ports, and only the first address of an endpoint (the other
 
 from __future__ import annotations
 
-import asyncio
-import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -166,7 +164,7 @@ class SliceCache:
         return changes
 
 
-class EndpointSliceWatch:
+class EndpointSliceWatch(watch.ScopedWatches[Slice]):
     """Watches EndpointSlices in all namespaces (``namespaces=None``) or in each given namespace.
 
     ``synced`` is set once every namespace was listed; ``snapshot()`` is a copy of the current endpoints by
@@ -183,41 +181,17 @@ class EndpointSliceWatch:
         timeout_seconds: int | None = None,
     ) -> None:
         discovery = client.DiscoveryV1Api(api)
-        scopes: list[tuple[calls.ApiMethod, str]]
-        if namespaces is None:
-            scopes = [(discovery.list_endpoint_slice_for_all_namespaces, "endpointslices in all namespaces")]
-        else:
-            scopes = [
-                (
-                    functools.partial(discovery.list_namespaced_endpoint_slice, namespace),
-                    f"endpointslices in {namespace}",
-                )
-                for namespace in dict.fromkeys(namespaces)
-            ]
-        self.watches = [
-            watch.ResourceWatch(
-                method,
-                parse=parse_slice,
-                what=what,
-                label_selector=SERVICE_NAME_LABEL,
-                timeout_seconds=timeout_seconds,
-            )
-            for method, what in scopes
-        ]
-        self._caches = [SliceCache() for _ in self.watches]
-        self._listed = [False] * len(self.watches)
-        self._on_change = on_change
-        self.synced = asyncio.Event()
-        self.changed = asyncio.Event()
-        if not self.watches:
-            self.synced.set()
-
-    async def run(self) -> None:
-        """Watches until cancelled."""
-        await watch.run_all(
-            watch.consume(one, functools.partial(self._handle, index))
-            for index, one in enumerate(self.watches)
+        scopes = watch.namespace_scopes(
+            all_namespaces=discovery.list_endpoint_slice_for_all_namespaces,
+            namespaced=discovery.list_namespaced_endpoint_slice,
+            namespaces=namespaces,
+            kind="endpointslices",
         )
+        super().__init__(
+            scopes, parse=parse_slice, label_selector=SERVICE_NAME_LABEL, timeout_seconds=timeout_seconds
+        )
+        self._caches = [SliceCache() for _ in self.watches]
+        self._on_change = on_change
 
     def snapshot(self) -> Mapping[ServiceKey, ServiceEndpoints]:
         merged: dict[ServiceKey, ServiceEndpoints] = {}
@@ -225,12 +199,8 @@ class EndpointSliceWatch:
             merged.update(cache.services)
         return MappingProxyType(merged)
 
-    def _handle(self, index: int, event: watch.WatchEvent[Slice]) -> None:
+    def handle(self, index: int, event: watch.WatchEvent[Slice]) -> bool:
         changes = self._caches[index].apply(event)
-        if isinstance(event, watch.Listed) and not self._listed[index]:
-            self._listed[index] = True
-            if all(self._listed):
-                self.synced.set()
         for key, endpoints in changes:
             log.debug(
                 "kube.endpoints.changed",
@@ -240,5 +210,4 @@ class EndpointSliceWatch:
             )
             if self._on_change is not None:
                 self._on_change(key, endpoints)
-        if changes:
-            self.changed.set()
+        return bool(changes)

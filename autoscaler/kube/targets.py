@@ -5,8 +5,6 @@ The annotations are handed over as they are (only the prefixed keys); parsing th
 
 from __future__ import annotations
 
-import asyncio
-import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -102,7 +100,7 @@ class TargetCache:
         raise AssertionError(f"unknown watch event {event!r}")
 
 
-class TargetWatch:
+class TargetWatch(watch.ScopedWatches[DeploymentInfo]):
     """Watches Deployments in all namespaces (``namespaces=None``) or in each given namespace.
 
     ``synced`` is set once every namespace was listed; ``snapshot()`` is a copy of the annotated Deployments;
@@ -119,39 +117,15 @@ class TargetWatch:
         timeout_seconds: int | None = None,
     ) -> None:
         apps = client.AppsV1Api(api)
-        if namespaces is None:
-            self.watches = [
-                watch.ResourceWatch(
-                    apps.list_deployment_for_all_namespaces,
-                    parse=parse_deployment,
-                    what="deployments in all namespaces",
-                    timeout_seconds=timeout_seconds,
-                )
-            ]
-        else:
-            self.watches = [
-                watch.ResourceWatch(
-                    functools.partial(apps.list_namespaced_deployment, namespace),
-                    parse=parse_deployment,
-                    what=f"deployments in {namespace}",
-                    timeout_seconds=timeout_seconds,
-                )
-                for namespace in dict.fromkeys(namespaces)
-            ]
-        self._caches = [TargetCache() for _ in self.watches]
-        self._listed = [False] * len(self.watches)
-        self._on_change = on_change
-        self.synced = asyncio.Event()
-        self.changed = asyncio.Event()
-        if not self.watches:
-            self.synced.set()
-
-    async def run(self) -> None:
-        """Watches until cancelled."""
-        await watch.run_all(
-            watch.consume(one, functools.partial(self._handle, index))
-            for index, one in enumerate(self.watches)
+        scopes = watch.namespace_scopes(
+            all_namespaces=apps.list_deployment_for_all_namespaces,
+            namespaced=apps.list_namespaced_deployment,
+            namespaces=namespaces,
+            kind="deployments",
         )
+        super().__init__(scopes, parse=parse_deployment, timeout_seconds=timeout_seconds)
+        self._caches = [TargetCache() for _ in self.watches]
+        self._on_change = on_change
 
     def snapshot(self) -> Mapping[TargetKey, DeploymentInfo]:
         merged: dict[TargetKey, DeploymentInfo] = {}
@@ -159,12 +133,8 @@ class TargetWatch:
             merged.update(cache.items)
         return MappingProxyType(merged)
 
-    def _handle(self, index: int, event: watch.WatchEvent[DeploymentInfo]) -> None:
+    def handle(self, index: int, event: watch.WatchEvent[DeploymentInfo]) -> bool:
         changes = self._caches[index].apply(event)
-        if isinstance(event, watch.Listed) and not self._listed[index]:
-            self._listed[index] = True
-            if all(self._listed):
-                self.synced.set()
         for key, old, new in changes:
             bound = log.bind(namespace=key.namespace, deployment=key.name)
             if new is None:
@@ -175,5 +145,4 @@ class TargetWatch:
                 bound.debug("kube.target.updated", replicas=new.replicas, ready_replicas=new.ready_replicas)
             if self._on_change is not None:
                 self._on_change(key, new)
-        if changes:
-            self.changed.set()
+        return bool(changes)

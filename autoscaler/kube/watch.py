@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import random
-from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeAlias, TypeVar
 
@@ -278,3 +279,65 @@ async def run_all(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:
 
 def _string(value: object) -> str:
     return value if isinstance(value, str) else ""
+
+
+def namespace_scopes(
+    *,
+    all_namespaces: calls.ApiMethod,
+    namespaced: calls.ApiMethod,
+    namespaces: Sequence[str] | None,
+    kind: str,
+) -> list[tuple[calls.ApiMethod, str]]:
+    """One list method for all namespaces (``namespaces=None``), or one bound to each given namespace."""
+    if namespaces is None:
+        return [(all_namespaces, f"{kind} in all namespaces")]
+    return [
+        (functools.partial(namespaced, namespace), f"{kind} in {namespace}")
+        for namespace in dict.fromkeys(namespaces)
+    ]
+
+
+class ScopedWatches(Generic[T]):
+    """Several ResourceWatches of one kind (one per namespace scope) seen as one.
+
+    ``synced`` is set once every scope was listed; ``changed`` is set after any event that ``handle`` reports
+    as a change (the consumer clears it). Subclasses keep one cache per scope and implement ``handle``.
+    """
+
+    def __init__(
+        self,
+        scopes: Sequence[tuple[calls.ApiMethod, str]],
+        *,
+        parse: Callable[[calls.JSON], T],
+        label_selector: str | None = None,
+        timeout_seconds: int | None = None,
+    ) -> None:
+        self.watches = [
+            ResourceWatch(
+                method, parse=parse, what=what, label_selector=label_selector, timeout_seconds=timeout_seconds
+            )
+            for method, what in scopes
+        ]
+        self._listed = [False] * len(self.watches)
+        self.synced = asyncio.Event()
+        self.changed = asyncio.Event()
+        if not self.watches:
+            self.synced.set()
+
+    async def run(self) -> None:
+        """Watches every scope until cancelled."""
+        await run_all(
+            consume(one, functools.partial(self._received, index)) for index, one in enumerate(self.watches)
+        )
+
+    def handle(self, index: int, event: WatchEvent[T]) -> bool:
+        """Applies ``event`` of scope ``index``; True when it changed what the consumers see."""
+        raise NotImplementedError
+
+    def _received(self, index: int, event: WatchEvent[T]) -> None:
+        if self.handle(index, event):
+            self.changed.set()
+        if isinstance(event, Listed) and not self._listed[index]:
+            self._listed[index] = True
+            if all(self._listed):
+                self.synced.set()

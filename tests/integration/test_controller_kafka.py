@@ -19,6 +19,7 @@ from kubernetes_asyncio import client
 from tests.controller import Process, controller, queue_autoscaler
 from tests.stack import (
     Devstack,
+    consume_and_commit,
     create_topic,
     deployment,
     events_of,
@@ -173,27 +174,10 @@ async def test_lag_at_or_below_activation_lag_keeps_a_deployment_at_zero(
 async def test_the_lag_command_agrees_with_kafkas_consumer_groups_tool_on_every_partition(
     devstack: Devstack,
 ) -> None:
-    from aiokafka import AIOKafkaConsumer
-
     topic, group = unique("agree"), unique("group")
     await create_topic(devstack.kafka_bootstrap, topic, 6)
     await produce(devstack.kafka_bootstrap, topic, 1000, partitions=6)
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=devstack.kafka_bootstrap,
-        group_id=group,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    try:
-        consumed = 0
-        while consumed < 333:
-            batch = await consumer.getmany(timeout_ms=1000, max_records=333 - consumed)
-            consumed += sum(len(r) for r in batch.values())
-        await consumer.commit()
-    finally:
-        await consumer.stop()
+    await consume_and_commit(devstack.kafka_bootstrap, topic, group, 333)
 
     ours = await asyncio.to_thread(
         subprocess.run,

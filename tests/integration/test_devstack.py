@@ -7,13 +7,13 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiokafka import AIOKafkaConsumer
 from kubernetes_asyncio import client
 
 from devstack import procs
 from devstack.kubelet import POD_PROCESS_PREFIX
 from tests.stack import (
     Devstack,
+    consume_and_commit,
     create_topic,
     deployment,
     eventually,
@@ -34,24 +34,7 @@ async def test_kafka_consumer_groups_tool_reports_the_lag_left_after_consuming_4
     topic, group = unique("lag"), unique("group")
     await create_topic(devstack.kafka_bootstrap, topic, 6)
     await produce(devstack.kafka_bootstrap, topic, 1000, partitions=6)
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=devstack.kafka_bootstrap,
-        group_id=group,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    try:
-        consumed = 0
-        while consumed < 400:
-            batch = await consumer.getmany(timeout_ms=1000, max_records=400 - consumed)
-            consumed += sum(len(records) for records in batch.values())
-        # Commit the position of every assigned partition, so partitions not yet read are committed at 0
-        # and Kafka's tool lists all six.
-        await consumer.commit()
-    finally:
-        await consumer.stop()
+    consumed = await consume_and_commit(devstack.kafka_bootstrap, topic, group, 400)
 
     rows = await kafka_tool_describe(devstack.kafka_bootstrap, group)
     lag = {partition: row.lag for (_, partition), row in rows.items()}

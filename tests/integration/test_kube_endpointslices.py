@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine
-from contextlib import asynccontextmanager
-from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
 
 from autoscaler.kube.endpointslices import EndpointSliceWatch, ServiceEndpoints, ServiceKey
-from tests.stack import deployment, eventually, python_container, ready_endpoints, service
+from tests.stack import deployment, eventually, python_container, ready_endpoints, running, service
 
 pytestmark = pytest.mark.devstack
-
-
-@asynccontextmanager
-async def running(coroutine: Coroutine[Any, Any, None]) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(coroutine)
-    try:
-        yield task
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_ready_addresses_of_a_two_replica_service_appear_and_leave_when_scaled_to_zero(

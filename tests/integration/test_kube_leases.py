@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,21 +11,12 @@ from kubernetes_asyncio import client
 
 from autoscaler.kube import leases
 from autoscaler.kube.leases import LeaderElector
+from tests.stack import running
 
 pytestmark = pytest.mark.devstack
 
 LEASE = "controller"
 DURATION, DEADLINE, RETRY = 3.0, 2.0, 0.5
-
-
-@asynccontextmanager
-async def running(coroutine: Coroutine[Any, Any, None]) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(coroutine)
-    try:
-        yield task
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 def elector(kube: client.ApiClient, namespace: str, identity: str, **kwargs: Any) -> LeaderElector:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,21 +12,11 @@ from kubernetes_asyncio import client
 from autoscaler.kube import targets, watch
 from autoscaler.kube.targets import DeploymentInfo, TargetWatch
 from autoscaler.model import TargetKey
-from tests.stack import deployment, eventually, python_container, unique
+from tests.stack import deployment, eventually, python_container, running, unique
 
 pytestmark = pytest.mark.devstack
 
 P = targets.PREFIX
-
-
-@asynccontextmanager
-async def running(coroutine: Coroutine[Any, Any, None]) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(coroutine)
-    try:
-        yield task
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 def is_value(expected: str) -> Callable[[str | None], bool]:
