@@ -7,6 +7,7 @@ counts (in flight + queued) are exactly what the controller needs, and the total
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,6 +15,11 @@ from dataclasses import dataclass
 from autoscaler import errors
 from autoscaler.activator import endpoints, routing
 from autoscaler.model import TargetConcurrency, TargetKey
+
+# While a target wakes, a request that finds every ready endpoint at concurrency-per-replica waits this long
+# for the next endpoint or a free slot, then goes to the least-loaded endpoint anyway: capacity that is
+# not coming (max-replicas, a paused target) never turns into a timeout.
+WAKE_SPILL_AFTER = 2.0
 
 
 class Overloaded(errors.ActivatorError):
@@ -121,12 +127,27 @@ class Buffer:
             if not self._held:
                 self._idle.set()
 
+    def _wake_cap(self, route: routing.Route, gate: _Gate) -> int | None:
+        """concurrency-per-replica while the target has fewer ready endpoints than its held requests need
+        (a wake-up or a scale-up in progress): the waiting requests spread over the endpoints that turn
+        ready instead of all going to the first. None (no cap) once there are enough endpoints."""
+        ready = len(self._endpoints.ready(route.target))
+        demand = gate.in_flight + gate.queued
+        needed = min(route.max_replicas, math.ceil(demand / route.concurrency_per_replica))
+        return route.concurrency_per_replica if 0 < ready < needed else None
+
     async def lease(
-        self, ticket: Ticket, route: routing.Route, *, on_cold: Callable[[TargetKey], None]
+        self,
+        ticket: Ticket,
+        route: routing.Route,
+        *,
+        on_cold: Callable[[TargetKey], None],
+        on_queued: Callable[[TargetKey], None] | None = None,
     ) -> Grant:
         """An endpoint for a held request of ``route.target``: at once, or after queueing for one.
 
-        ``on_cold`` runs when a request finds no ready endpoint and nobody waiting before it.
+        ``on_cold`` runs when a request finds no ready endpoint and nobody waiting before it; ``on_queued``
+        for every request that queues (the reporter coalesces them into reports of the growing demand).
         Raises QueueFull, ActivationTimeout, or Closed.
         """
         target = route.target
@@ -134,12 +155,15 @@ class Buffer:
         reason = gate.closed or self._closed
         if reason is not None:
             raise Closed(reason)
-        lease = self._endpoints.pick(target)
+        lease = self._endpoints.pick(target, cap=self._wake_cap(route, gate))
         if lease is not None:
             return Grant(lease=lease, waited=None)
-        if not gate.queued:
+        cold = not self._endpoints.ready(target)
+        if not gate.queued and cold:
             on_cold(target)
         if gate.queued >= route.max_pending:
+            if cold and on_queued is not None:
+                on_queued(target)  # nothing may wait, but the target still wakes
             raise errors.QueueFull(f"{target} already has {gate.queued} requests waiting (max-pending)")
         start = self._clock()
         gate.queued += 1
@@ -147,11 +171,13 @@ class Buffer:
         self._queued += 1
         self._unqueued.clear()
         self._changed(target, gate)
+        if on_queued is not None:
+            on_queued(target)
         try:
             async with asyncio.timeout(route.activation_timeout) as wait:
                 gate.waits.add(wait)
                 try:
-                    lease = await self._endpoints.acquire(target)
+                    lease = await self._acquire(route, gate)
                 finally:
                     gate.waits.discard(wait)
         except TimeoutError:
@@ -169,6 +195,28 @@ class Buffer:
                 self._unqueued.set()
             self._changed(target, gate)
         return Grant(lease=lease, waited=self._clock() - start)
+
+    async def _acquire(self, route: routing.Route, gate: _Gate) -> endpoints.Lease:
+        """Waits for an endpoint under the wake-up cap, or for any endpoint once the spill grace is over."""
+        loop = asyncio.get_running_loop()
+        spill_at: float | None = None
+        while True:
+            cap = self._wake_cap(route, gate)
+            if cap is not None:
+                spill_at = spill_at if spill_at is not None else loop.time() + WAKE_SPILL_AFTER
+                if loop.time() >= spill_at:
+                    cap = None
+            lease = self._endpoints.pick(route.target, cap=cap)
+            if lease is not None:
+                return lease
+            if cap is None:
+                await self._endpoints.changed(route.target)
+                continue
+            try:
+                async with asyncio.timeout_at(spill_at):
+                    await self._endpoints.changed(route.target)
+            except TimeoutError:
+                continue
 
     def _changed(self, target: TargetKey, gate: _Gate) -> None:
         if self._on_change is not None and self._gates.get(target) is gate:

@@ -40,11 +40,12 @@ class EndpointSink(Protocol):
 class _Slot:
     """One address of a ready set and the requests currently sent to it."""
 
-    __slots__ = ("address", "outstanding")
+    __slots__ = ("address", "freed", "outstanding")
 
-    def __init__(self, address: Address) -> None:
+    def __init__(self, address: Address, freed: _Signal) -> None:
         self.address = address
         self.outstanding = 0
+        self.freed = freed  # the target's signal: a request waiting for a free slot checks again
 
 
 class Lease:
@@ -65,6 +66,8 @@ class Lease:
         if not self._released:
             self._released = True
             self._slot.outstanding -= 1
+            if self._slot.freed:
+                self._slot.freed.notify_all()
 
 
 class _Signal:
@@ -122,7 +125,7 @@ class Endpoints:
         for gone in state.slots.keys() - wanted:
             del state.slots[gone]
         for address in sorted(wanted - state.slots.keys()):
-            state.slots[address] = _Slot(address)
+            state.slots[address] = _Slot(address, state.changed)
         if state.slots:
             state.changed.notify_all()
         elif not state.changed:
@@ -146,12 +149,17 @@ class Endpoints:
             return {}
         return {address: slot.outstanding for address, slot in state.slots.items()}
 
-    def pick(self, target: TargetKey) -> Lease | None:
-        """Leases the ready address with the fewest outstanding requests (ties in turn); None if none."""
+    def pick(self, target: TargetKey, *, cap: int | None = None) -> Lease | None:
+        """Leases the ready address with the fewest outstanding requests (ties in turn); None if none.
+
+        With ``cap``, only an address with fewer than ``cap`` outstanding requests is leased.
+        """
         state = self._targets.get(target)
         if state is None or not state.slots:
             return None
         fewest = min(slot.outstanding for slot in state.slots.values())
+        if cap is not None and fewest >= cap:
+            return None
         ties = [slot for slot in state.slots.values() if slot.outstanding == fewest]
         if len(ties) > 1:
             ties.sort(key=lambda slot: slot.address)
@@ -160,7 +168,8 @@ class Endpoints:
         return Lease(slot)
 
     async def changed(self, target: TargetKey) -> None:
-        """Returns at the next update or forget of ``target``, or at ``wake``: callers check again."""
+        """Returns at the next update or forget of ``target``, when one of its requests finishes, or at
+        ``wake``: callers check again."""
         state = self._targets.get(target)
         if state is None:
             state = self._targets[target] = _Target()

@@ -20,6 +20,7 @@ CLOUDEVENTS = PREFIX + "cloudevents"
 CLOUDEVENTS_TYPES = PREFIX + "cloudevents-types"
 
 DEFAULT_CONCURRENCY_PER_REPLICA = 10
+DEFAULT_MAX_REPLICAS = 100
 DEFAULT_MAX_PENDING = 1000
 DEFAULT_ACTIVATION_TIMEOUT = 60.0
 CLUSTER_DOMAIN = "cluster.local"
@@ -61,6 +62,8 @@ class Route:
     max_pending: int = DEFAULT_MAX_PENDING
     activation_timeout: float = DEFAULT_ACTIVATION_TIMEOUT
     concurrency_per_replica: int = DEFAULT_CONCURRENCY_PER_REPLICA
+    # The controller validates max-replicas; here it only bounds how many endpoints a wake-up waits for.
+    max_replicas: int = DEFAULT_MAX_REPLICAS
 
 
 def default_hosts(target: TargetKey, *, cluster_domain: str = CLUSTER_DOMAIN) -> frozenset[str]:
@@ -161,7 +164,15 @@ def parse_route(
         max_pending=max_pending,
         activation_timeout=timeout,
         concurrency_per_replica=concurrency,
+        max_replicas=_lenient_max_replicas(annotations.get(PREFIX + "max-replicas")),
     )
+
+
+def _lenient_max_replicas(value: str | None) -> int:
+    """max-replicas as the controller will apply it; an invalid value (the controller reports it) counts
+    as the default."""
+    text = (value or "").strip()
+    return int(text) if text.isdigit() else DEFAULT_MAX_REPLICAS
 
 
 class RouteTable:

@@ -180,7 +180,7 @@ class Activator:
             if rejection is not None:
                 return self._reply(target, rejection.status, rejection.reason)
         try:
-            grant = await self.buffer.lease(ticket, route, on_cold=self._cold_start)
+            grant = await self.buffer.lease(ticket, route, on_cold=self._cold_start, on_queued=self._queued)
         except errors.QueueFull as exc:
             _bound(target).warning("request refused: queue full", max_pending=route.max_pending)
             return self._reply(target, 503, f"queue full: {exc}", retry_after=True)
@@ -276,8 +276,11 @@ class Activator:
     # -- helpers ---------------------------------------------------------------------------------
 
     def _cold_start(self, target: TargetKey) -> None:
+        # Counted and logged once per wake-up; the poke comes from ``_queued``, as for every queued request.
         self.metrics.cold_start(target)
         _bound(target).info("cold start: request waits for a first ready endpoint")
+
+    def _queued(self, target: TargetKey) -> None:
         if self.poker is not None:
             self.poker.poke(target)
 

@@ -6,10 +6,11 @@ import asyncio
 import socket
 from collections import Counter
 
+import pytest
 import structlog
 from aiohttp import web
 
-from autoscaler.activator import endpoints
+from autoscaler.activator import buffer, endpoints
 from autoscaler.model import TargetConcurrency, TargetKey
 from tests.unit.activator import helpers
 from tests.unit.activator.conftest import ORDERS, Answer, Stack, make_stack
@@ -50,7 +51,8 @@ async def test_the_first_request_at_zero_pokes_the_reporter_and_is_reported_cold
         with structlog.testing.capture_logs() as logs:
             sent = [asyncio.create_task(stack.send()) for _ in range(3)]
             await helpers.eventually(lambda: stack.activator.buffer.queued(ORDERS) == 3)
-        assert stack.pokes.targets == [ORDERS]
+        # Every queued request pokes (the reporter coalesces them); the cold start is counted once.
+        assert stack.pokes.targets == [ORDERS] * 3
         assert stack.activator.cold() == {ORDERS}
         assert stack.activator.concurrency() == {ORDERS: TargetConcurrency(in_flight=0, queued=3)}
         assert stack.sample("queue_autoscaler_activator_pending_requests") == 3.0
@@ -252,3 +254,60 @@ async def test_a_client_that_gives_up_while_queued_frees_its_place(stack: Stack)
         stack.activator.endpoints.update(ORDERS, [pod.address])
         assert (await waiting).status == 200
     del reader
+
+
+async def test_while_a_target_wakes_each_endpoint_that_turns_ready_takes_at_most_its_share(
+    stack: Stack,
+) -> None:
+    stack.route(concurrency_per_replica="10")
+    async with helpers.pods(3) as pods:
+        for pod in pods:
+            pod.release.clear()
+        sent = [asyncio.create_task(stack.send(path=f"/{i}")) for i in range(30)]
+        await helpers.eventually(lambda: stack.activator.buffer.queued(ORDERS) == 30)
+        ready: list[helpers.Pod] = []
+        for pod in pods:  # endpoints turn ready one at a time, as pods of a waking Deployment do
+            ready.append(pod)
+            stack.activator.endpoints.update(ORDERS, [p.address for p in ready])
+            await helpers.eventually(lambda: sum(len(p.seen) for p in ready) == 10 * len(ready))
+            assert [len(p.seen) for p in ready] == [10] * len(ready)
+        for pod in pods:
+            pod.release.set()
+        answers = await asyncio.gather(*sent)
+    assert Counter(answer.status for answer in answers) == {200: 30}
+
+
+async def test_requests_beyond_the_share_spill_to_the_ready_endpoint_when_no_other_comes(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(buffer, "WAKE_SPILL_AFTER", 0.05)
+    stack.route(concurrency_per_replica="10")
+    async with helpers.pods(1) as (pod,):
+        pod.release.clear()
+        sent = [asyncio.create_task(stack.send(path=f"/{i}")) for i in range(25)]
+        await helpers.eventually(lambda: stack.activator.buffer.queued(ORDERS) == 25)
+        stack.activator.endpoints.update(ORDERS, [pod.address])
+        await helpers.eventually(lambda: len(pod.seen) == 25)
+        pod.release.set()
+        answers = await asyncio.gather(*sent)
+    assert Counter(answer.status for answer in answers) == {200: 25}
+
+
+async def test_a_target_at_max_replicas_gets_no_wake_up_share(stack: Stack) -> None:
+    stack.route(concurrency_per_replica="10", max_replicas="1")
+    async with helpers.pods(1) as (pod,):
+        pod.release.clear()
+        sent = [asyncio.create_task(stack.send(path=f"/{i}")) for i in range(25)]
+        await helpers.eventually(lambda: stack.activator.buffer.queued(ORDERS) == 25)
+        stack.activator.endpoints.update(ORDERS, [pod.address])
+        await helpers.eventually(lambda: len(pod.seen) == 25)  # no wait: no second endpoint can come
+        pod.release.set()
+        answers = await asyncio.gather(*sent)
+    assert Counter(answer.status for answer in answers) == {200: 25}
+
+
+async def test_a_cold_request_refused_by_max_pending_zero_still_wakes_the_target(stack: Stack) -> None:
+    stack.route(max_pending="0")
+    answer = await stack.send()
+    assert answer.status == 503
+    assert stack.pokes.targets == [ORDERS]
