@@ -224,8 +224,9 @@ class Kubelet:
 
     async def force_delete(self, namespace: str, name: str, uid: str) -> None:
         with contextlib.suppress(ApiException):
+            # The DeleteOptions body wins over query parameters, so the grace period goes in the body.
             await self.core.delete_namespaced_pod(
-                name, namespace, grace_period_seconds=0, body={"preconditions": {"uid": uid}}
+                name, namespace, body={"gracePeriodSeconds": 0, "preconditions": {"uid": uid}}
             )
 
     # --- lifecycle ----------------------------------------------------------------------------------

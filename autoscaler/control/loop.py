@@ -85,7 +85,6 @@ class _Target:
     last_decision: Decision | None = None
     last_partitions: tuple[PartitionOffsets, ...] | None = None
     last_kafka_error: str | None = None
-    invalid: frozenset[errors.AnnotationProblem] = frozenset()
     patching: asyncio.Task[None] | None = None
 
 
@@ -126,6 +125,9 @@ class ControlLoop:
         self._is_leader = is_leader
         self._wall_clock = wall_clock
         self._memory: dict[TargetKey, _Target] = {}
+        # Problems last reported per target with invalid annotations, kept apart from ``_memory``: a target
+        # first seen invalid gets its decision state, seeded from last-active, only once it is valid.
+        self._invalid: dict[TargetKey, frozenset[errors.AnnotationProblem]] = {}
         self._policies: dict[tuple[tuple[str, str], ...], ScalingPolicy | errors.PolicyError | None] = {}
         self._reports = _Reports()
         self._poked: set[TargetKey] = set()
@@ -170,10 +172,11 @@ class ControlLoop:
             await self.drain()
 
     async def drain(self) -> None:
-        """Waits for the patches in flight (each bounded by its own API timeouts)."""
+        """Waits for the patches and Events in flight (each bounded by its own API timeouts)."""
         pending = [
             m.patching for m in self._memory.values() if m.patching is not None and not m.patching.done()
         ]
+        pending.extend(task for task in self._event_tasks if not task.done())
         if pending:
             log.info("waiting for in-flight patches", count=len(pending))
             await asyncio.gather(*pending, return_exceptions=True)
@@ -185,6 +188,7 @@ class ControlLoop:
         self.last_tick_at = asyncio.get_running_loop().time()
         if not self._is_leader():
             self._memory.clear()  # a new leadership starts from the persisted last-active, not stale memory
+            self._invalid.clear()
             return
         snapshot = self._targets.snapshot()
         self._forget_deleted(snapshot)
@@ -199,7 +203,7 @@ class ControlLoop:
         for key, policy in valid.items():
             info = snapshot[key]
             memory = self._remember(key, policy)
-            memory.invalid = frozenset()
+            self._invalid.pop(key, None)
             if policy.uses_kafka:
                 reading = readings.get(key)
                 if isinstance(reading, errors.KafkaError):
@@ -252,6 +256,8 @@ class ControlLoop:
         return memory
 
     def _forget_deleted(self, snapshot: Mapping[TargetKey, TargetInfo]) -> None:
+        for key in [k for k in self._invalid if k not in snapshot]:
+            del self._invalid[key]
         for key in [k for k in self._memory if k not in snapshot]:
             memory = self._memory.pop(key)
             if memory.patching is not None and not memory.patching.done():
@@ -365,16 +371,14 @@ class ControlLoop:
         bound = log.bind(namespace=key.namespace, deployment=key.name)
         memory = self._memory.get(key)
         try:
-            if patch:
+            current = info.replicas
+            while patch:
                 await self._scaler.scale(target=key, replicas=decision.desired_replicas)
                 self._metrics.reaction_seconds.observe(time.perf_counter() - observed)
-                reason, direction = _event_reason(info.replicas, decision.desired_replicas)
+                reason, direction = _event_reason(current, decision.desired_replicas)
                 self._metrics.scale_patches.labels(key.namespace, key.name, direction).inc()
                 bound.info(
-                    "scaled",
-                    reason=reason,
-                    replicas_from=info.replicas,
-                    replicas_to=decision.desired_replicas,
+                    "scaled", reason=reason, replicas_from=current, replicas_to=decision.desired_replicas
                 )
                 await self._scaler.event(
                     target=key,
@@ -382,9 +386,15 @@ class ControlLoop:
                     type="Normal",
                     reason=reason,
                     action="Scale",
-                    message=f"{info.replicas} -> {decision.desired_replicas} replicas ({decision.rule}): "
+                    message=f"{current} -> {decision.desired_replicas} replicas ({decision.rule}): "
                     f"{decision.reason}",
                 )
+                current = decision.desired_replicas
+                # A decision made while this patch was in flight (a poke, a tick) is applied right away.
+                latest = memory.last_decision if memory is not None else None
+                patch = latest is not None and latest.desired_replicas != current
+                if latest is not None:
+                    decision, observed = latest, time.perf_counter()
             if last_active and memory is not None:
                 await self._scaler.set_last_active(target=key, when=decision.idle_since)
                 memory.persisted_last_active = decision.idle_since
@@ -396,13 +406,10 @@ class ControlLoop:
 
     def _report_invalid(self, info: TargetInfo, error: errors.PolicyError) -> None:
         key = info.key
-        memory = self._memory.setdefault(
-            key, _Target(state=decide.DecisionState.initial(None), persisted_last_active=None)
-        )
         problems = frozenset(error.problems)
-        if problems == memory.invalid:
+        if self._invalid.get(key) == problems:
             return
-        memory.invalid = problems
+        self._invalid[key] = problems
         self._metrics.errors.labels("InvalidAnnotations").inc()
         log.warning("invalid annotations", namespace=key.namespace, deployment=key.name, problems=str(error))
         self._send_event(

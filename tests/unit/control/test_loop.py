@@ -360,3 +360,52 @@ async def test_a_kafka_target_without_any_bootstrap_is_held_with_a_warning(missi
     assert scaler.patches == []
     assert scaler.events[0][2] == "LagUnavailable"
     assert "--kafka-bootstrap" in scaler.events[0][3]
+
+
+async def test_a_target_first_seen_with_invalid_annotations_keeps_its_last_active_countdown_once_fixed() -> (
+    None
+):
+    targets, lag = FakeTargets(), FakeLag()
+    scaler = FakeScaler(targets)
+    idle_since = T0 - timedelta(seconds=8)
+    persisted = idle_since.strftime("%Y-%m-%dT%H:%M:%SZ")
+    targets.put(
+        "w", 1, kafka_group="g", lag_per_replica="abc", scale_to_zero_after="10s", last_active=persisted
+    )
+    lag.partitions["g"] = lagging("t", [0])
+    clock = Clock()
+    loop, _ = make_loop(targets, lag, scaler, clock)
+
+    await loop.tick()  # e.g. a controller restarted while the annotation was bad
+    await settle(loop)
+    key = targets.put(
+        "w", 1, kafka_group="g", lag_per_replica="10", scale_to_zero_after="10s", last_active=persisted
+    )
+    await loop.tick()
+    await settle(loop)
+    clock.now = T0 + timedelta(seconds=2)
+    await loop.tick()
+    await settle(loop)
+
+    assert scaler.last_active == []  # the persisted idle start still holds: nothing to rewrite
+    assert scaler.patches == [(key, 0)]  # at last-active + 10 s, not 10 s after the fix
+
+
+async def test_a_decision_made_while_a_patch_is_in_flight_is_patched_right_after_it() -> None:
+    targets, lag = FakeTargets(), FakeLag()
+    scaler = FakeScaler(targets)
+    key = targets.put("web", 0, http_service="web", concurrency_per_replica="10")
+    scaler.block[key] = asyncio.Event()
+    loop, _ = make_loop(targets, lag, scaler)
+    cold = frozenset({key})
+    loop.report(ConcurrencyReport("a1", {key: TargetConcurrency(in_flight=0, queued=1)}, cold=cold))
+    await loop.decide_poked()  # 0 -> 1, held in flight
+    await asyncio.sleep(0)
+    loop.report(ConcurrencyReport("a1", {key: TargetConcurrency(in_flight=0, queued=50)}, cold=cold))
+    await loop.decide_poked()  # 0 -> 5 decided while the first patch is still in flight
+
+    scaler.block[key].set()
+    await settle(loop)
+
+    assert scaler.patches == [(key, 1), (key, 5)]
+    assert [e[3].split(" (")[0] for e in scaler.events] == ["0 -> 1 replicas", "1 -> 5 replicas"]
