@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sys
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
@@ -34,6 +35,7 @@ from autoscaler.policy import decide as policy_decide
 
 log = structlog.get_logger("autoscaler")
 REPORT_URL_ANNOTATION = "queue-autoscaler.dev/report-url"
+REPORT_PATH = "/v1/reports"  # where control/reports.py serves the activators' reports
 
 EXIT_INVALID = 2
 
@@ -256,13 +258,18 @@ async def _controller(cfg: settings.ControllerSettings) -> int:
         )
         runners.append(report_runner)
         log.info("listening", endpoint="reports", port=report_port)
-        report_url = cfg.report_url or f"http://{os.environ.get('POD_IP', '127.0.0.1')}:{report_port}"
+        report_url = published_report_url(
+            cfg.report_url, pod_ip=os.environ.get("POD_IP", "127.0.0.1"), port=report_port
+        )
         if cfg.leader_election:
             elector = leases.LeaderElector(
                 api,
                 cfg.lease_namespace,
                 cfg.lease_name,
                 cfg.identity,
+                lease_duration=cfg.lease_duration,
+                renew_deadline=cfg.renew_deadline,
+                retry_period=cfg.retry_period,
                 annotations={REPORT_URL_ANNOTATION: report_url},
                 on_started_leading=lambda: _leadership(metrics, cfg.identity, leading=True),
                 on_stopped_leading=lambda: _leadership(metrics, cfg.identity, leading=False),
@@ -301,6 +308,21 @@ async def _controller(cfg: settings.ControllerSettings) -> int:
         await pool.close()
         await api.close()
         log.info("controller stopped")
+
+
+def published_report_url(configured: str | None, *, pod_ip: str, port: int) -> str:
+    """The URL the leader writes on its Lease: the report endpoint itself, where activators POST.
+
+    Default ``http://<pod ip>:<report port>/v1/reports``; a configured URL without a path gets the
+    endpoint's path, a configured URL with a path is used as it is.
+    """
+    if configured is None:
+        host = f"[{pod_ip}]" if ":" in pod_ip else pod_ip
+        return f"http://{host}:{port}{REPORT_PATH}"
+    parts = urllib.parse.urlsplit(configured)
+    if parts.path in ("", "/"):
+        return urllib.parse.urlunsplit(parts._replace(path=REPORT_PATH))
+    return configured
 
 
 def _leadership(metrics: ControllerMetrics, identity: str, *, leading: bool) -> None:
@@ -405,6 +427,18 @@ class LeaderURL:
             await asyncio.sleep(self._every)
 
 
+def listening_ports(addresses: Sequence[object]) -> tuple[list[int], list[int]]:
+    """The proxy's and the metrics endpoint's bound ports, from the addresses ``server.serve`` reports.
+
+    ``serve`` lists the proxy's sockets first, then the metrics endpoint's. Both listen on the same host,
+    so each has one socket per address the host resolves to (the empty host: IPv4 and IPv6, each with a
+    port of its own when the port is 0): the first half of the list is the proxy's.
+    """
+    ports = [a[1] for a in addresses if isinstance(a, tuple) and len(a) >= 2 and isinstance(a[1], int)]
+    half = len(ports) // 2
+    return ports[:half] if half else ports, ports[half:] if half else []
+
+
 async def _activator(cfg: settings.ActivatorSettings) -> int:
     registry = CollectorRegistry()
     api = await kube_client.connect(kubeconfig=str(cfg.kube.kubeconfig) if cfg.kube.kubeconfig else None)
@@ -433,10 +467,13 @@ async def _activator(cfg: settings.ActivatorSettings) -> int:
         await asyncio.wait_for(asyncio.gather(slices.synced.wait(), deployments.synced.wait()), timeout=120)
 
         def listening(addresses: list[object]) -> None:
-            ports = [a[1] for a in addresses if isinstance(a, tuple)]
-            log.info("listening", endpoint="proxy", port=ports[0] if ports else cfg.port)
-            if len(ports) > 1:
-                log.info("listening", endpoint="metrics", port=ports[1])
+            for endpoint, ports, configured in zip(
+                ("proxy", "metrics"), listening_ports(addresses), (cfg.port, cfg.metrics_port), strict=True
+            ):
+                if len(set(ports)) > 1:
+                    log.info("listening", endpoint=endpoint, port=ports[0], ports=ports)
+                else:
+                    log.info("listening", endpoint=endpoint, port=ports[0] if ports else configured)
 
         result = await server.serve(
             activator=activator,

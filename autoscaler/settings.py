@@ -83,6 +83,9 @@ class ControllerSettings:
     lease_namespace: str
     lease_name: str
     identity: str
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,11 +200,42 @@ def add_controller_flags(parser: argparse.ArgumentParser) -> None:
         default=env_default("--leader-election", "true"),
         help="true/false: take a Lease so that only one replica scales (default true)",
     )
+    parser.add_argument(
+        "--lease-duration",
+        default=env_default("--lease-duration", "10"),
+        help="seconds a standby waits after the Lease last changed before it takes over (default 10); "
+        "a leader that dies without releasing the Lease is replaced within about this plus 2.4 retry periods",
+    )
+    parser.add_argument(
+        "--renew-deadline",
+        default=env_default("--renew-deadline", "7"),
+        help="seconds the leader keeps leading without a successful renewal before it stops scaling "
+        "(default 7; less than --lease-duration, so it stops before a standby may start)",
+    )
+    parser.add_argument(
+        "--retry-period",
+        default=env_default("--retry-period", "1.5"),
+        help="seconds between the leader's renewals and a standby's attempts to take the Lease "
+        "(default 1.5; less than --renew-deadline)",
+    )
+
+
+def _lease_timing(args: argparse.Namespace) -> tuple[float, float, float]:
+    duration = _positive_float("--lease-duration", args.lease_duration)
+    deadline = _positive_float("--renew-deadline", args.renew_deadline)
+    retry = _positive_float("--retry-period", args.retry_period)
+    if not duration > deadline > retry:
+        raise SettingsError(
+            f"--lease-duration={args.lease_duration!r}, --renew-deadline={args.renew_deadline!r}, "
+            f"--retry-period={args.retry_period!r}: need lease-duration > renew-deadline > retry-period"
+        )
+    return duration, deadline, retry
 
 
 def controller_settings(args: argparse.Namespace) -> ControllerSettings:
     if args.leader_election not in ("true", "false"):
         raise SettingsError(f"--leader-election={args.leader_election!r}: true or false")
+    lease_duration, renew_deadline, retry_period = _lease_timing(args)
     return ControllerSettings(
         kube=_kube(args),
         kafka_bootstrap=args.kafka_bootstrap or None,
@@ -216,6 +250,9 @@ def controller_settings(args: argparse.Namespace) -> ControllerSettings:
         lease_namespace=args.lease_namespace,
         lease_name=args.lease_name,
         identity=args.identity or default_identity(),
+        lease_duration=lease_duration,
+        renew_deadline=renew_deadline,
+        retry_period=retry_period,
     )
 
 

@@ -151,3 +151,39 @@ def controller(
     )
     full_env = {**os.environ, **(env or {})}
     return Process(argv, log_path, full_env)
+
+
+def activator(
+    devstack: Devstack,
+    log_path: Path,
+    *,
+    namespaces: Sequence[str],
+    controller_url: str | None = None,
+    extra: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+) -> Process:
+    """``queue-autoscaler activator`` on 127.0.0.1 with free ports (logged as 'listening' proxy/metrics).
+
+    ``controller_url``: the controller's report endpoint, e.g. ``http://127.0.0.1:<reports port>/v1/reports``;
+    None: the activator reads the leader's URL from the controller Lease (pass ``--lease-namespace`` in
+    ``extra``). The report token comes from ``env`` (QUEUE_AUTOSCALER_REPORT_TOKEN), as for ``controller``.
+    """
+    argv = queue_autoscaler(
+        "activator",
+        "--kubeconfig",
+        str(devstack.kubeconfig),
+        "--namespace",
+        ",".join(namespaces),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--log-format",
+        "json",
+        *(("--controller-url", controller_url) if controller_url is not None else ()),
+        *extra,
+    )
+    full_env = {**os.environ, **(env or {})}
+    return Process(argv, log_path, full_env)

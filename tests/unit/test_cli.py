@@ -1,0 +1,106 @@
+"""The CLI wiring: the report URL the leader publishes, and the ports the activator says it listens on."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client import CollectorRegistry
+
+from autoscaler import cli
+from autoscaler.activator import metrics as activator_metrics
+from autoscaler.activator import reporter, server
+from autoscaler.control import reports
+from autoscaler.model import ConcurrencyReport, TargetConcurrency, TargetKey
+from tests.unit.activator import helpers
+
+ORDERS = TargetKey("shop", "orders")
+
+
+class OneColdTarget:
+    def concurrency(self) -> dict[TargetKey, TargetConcurrency]:
+        return {ORDERS: TargetConcurrency(in_flight=0, queued=1)}
+
+    def cold(self) -> frozenset[TargetKey]:
+        return frozenset({ORDERS})
+
+
+async def test_an_activator_reporting_to_the_url_the_leader_publishes_reaches_the_report_endpoint() -> None:
+    received: list[ConcurrencyReport] = []
+    app = reports.build_app(token="s3cret", on_report=received.append, is_leader=lambda: True)
+    async with helpers.running(app) as port:
+        published = cli.published_report_url(None, pod_ip="127.0.0.1", port=port)
+        pusher = reporter.Reporter(
+            url=published,
+            token="s3cret",
+            activator="activator-1",
+            source=OneColdTarget(),
+            metrics=activator_metrics.ActivatorMetrics(CollectorRegistry()),
+        )
+        async with aiohttp.ClientSession() as session:
+            accepted = await pusher.report(session=session)
+    assert accepted
+    assert [r.cold for r in received] == [frozenset({ORDERS})]
+
+
+@pytest.mark.parametrize(
+    ("configured", "pod_ip", "expected"),
+    [
+        (None, "10.1.2.3", "http://10.1.2.3:8081/v1/reports"),
+        (None, "fd00::7", "http://[fd00::7]:8081/v1/reports"),
+        ("http://controller.ops:8081", "10.1.2.3", "http://controller.ops:8081/v1/reports"),
+        ("http://controller.ops:8081/", "10.1.2.3", "http://controller.ops:8081/v1/reports"),
+        ("https://reports.example/custom", "10.1.2.3", "https://reports.example/custom"),
+    ],
+)
+def test_the_published_report_url_names_the_report_endpoint_unless_a_path_is_configured(
+    configured: str | None, pod_ip: str, expected: str
+) -> None:
+    assert cli.published_report_url(configured, pod_ip=pod_ip, port=8081) == expected
+
+
+def test_listening_ports_split_the_proxy_sockets_from_the_metrics_sockets() -> None:
+    two_families = [("::", 41001, 0, 0), ("0.0.0.0", 41002), ("::", 42001, 0, 0), ("0.0.0.0", 42002)]
+    assert cli.listening_ports(two_families) == ([41001, 41002], [42001, 42002])
+    assert cli.listening_ports([("127.0.0.1", 41001), ("127.0.0.1", 42001)]) == ([41001], [42001])
+    assert cli.listening_ports([("127.0.0.1", 41001)]) == ([41001], [])
+
+
+async def test_on_every_interface_the_ports_said_to_be_the_proxy_and_the_metrics_ones_really_are() -> None:
+    activator = server.Activator(registry=CollectorRegistry())
+    listening: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+    stop = asyncio.Event()
+    serving = asyncio.create_task(
+        server.serve(
+            activator=activator,
+            stop=stop,
+            host="",
+            port=0,
+            admin_host="",
+            admin_port=0,
+            on_listening=listening.set_result,
+        )
+    )
+    try:
+        addresses = await asyncio.wait_for(listening, 5)
+        proxy_ports, metrics_ports = cli.listening_ports(addresses)
+        loopback = {a[1]: "[::1]" if len(a) == 4 else "127.0.0.1" for a in addresses}
+        async with aiohttp.ClientSession() as session:
+            for port in metrics_ports:
+                async with session.get(f"http://{loopback[port]}:{port}/metrics") as response:
+                    assert response.status == 200
+                    assert "queue_autoscaler_activator_responses" in await response.text()
+            for port in proxy_ports:
+                async with session.get(
+                    f"http://{loopback[port]}:{port}/metrics", headers={"Host": "nobody.nowhere"}
+                ) as response:
+                    assert response.status == 404
+                    assert "no Deployment is routed" in await response.text()
+    finally:
+        stop.set()
+        await asyncio.wait_for(serving, 10)
+    assert proxy_ports
+    assert metrics_ports
+    assert len(proxy_ports) == len(metrics_ports)
