@@ -54,6 +54,15 @@ class Layout:
         return self.cache / f"kafka-{self.kafka_version}" / "libs"
 
     @property
+    def tools_bin(self) -> Path:
+        """Command-line tools built by devstack/build-tools (not part of the running stack)."""
+        return self.cache / "tools" / "bin"
+
+    @property
+    def kustomize(self) -> Path:
+        return self.tools_bin / "kustomize"
+
+    @property
     def pids(self) -> Path:
         return self.run / "pids"
 

@@ -30,6 +30,8 @@ def build(layout: Layout) -> None:
         subprocess.run([str(DEVSTACK_DIR / "build-kafka")], check=True)
     if missing_kube:
         subprocess.run([str(DEVSTACK_DIR / "build-kube"), "all"], check=True)
+    # Idempotent and quick when cached: it checks the installed tools' versions against its pins.
+    subprocess.run([str(DEVSTACK_DIR / "build-tools"), "all"], check=True)
 
 
 def _running(layout: Layout, name: str) -> bool:
