@@ -1,0 +1,546 @@
+"""The activator's steady-state cost: added latency (p50/p99) and throughput against calling the pod
+directly, side by side with nginx as a reverse proxy to the same pod, in the same run.
+
+On the devstack it creates its own namespace with one HTTP worker pod (min = max = 1 replica) behind a
+Service, runs ``queue-autoscaler run`` and ``queue-autoscaler activator`` as processes, and nginx
+(one worker process, keepalive upstream) from a configuration it writes into a temporary directory. An
+aiohttp client with ``--concurrency`` connections sends ``--requests`` GETs per path per round; every
+round runs the three paths one after the other, in a rotated order, so that machine noise hits all three
+alike. Figures are the median over rounds. Everything it starts is stopped, and the namespace deleted.
+
+    python -m bench.activator [--rounds 3] [--requests 5000] [--concurrency 32]
+
+Results: bench/results/activator.json and bench/results/activator.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client as kube_client
+from kubernetes_asyncio import config as kube_config
+
+from devstack import stack as devstack_stack
+from devstack.config import REPO_ROOT
+from devstack.config import layout as devstack_layout
+from tests.controller import Process, activator, controller
+from tests.stack import Devstack, deployment, eventually, python_container, ready_endpoints, service, unique
+
+RESULTS = REPO_ROOT / "bench" / "results"
+PREFIX = "queue-autoscaler.dev/"
+WORKER = "web"
+WORKER_PORT = 8080
+TOKEN_ENV = "QUEUE_AUTOSCALER_REPORT_TOKEN"
+PATHS = ("direct", "activator", "nginx")
+
+
+def say(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+# --- the stack: a worker Deployment, the controller and the activator ---------------------------------------
+
+
+@dataclass
+class WorkerStack:
+    """One benchmark's namespace on the devstack, with its controller and activator processes."""
+
+    api: kube_client.ApiClient
+    namespace: str
+    controller: Process
+    activator: Process
+    proxy_port: int
+
+    @property
+    def host(self) -> str:
+        return f"{WORKER}.{self.namespace}"
+
+    async def replicas(self) -> int:
+        scale = await kube_client.AppsV1Api(self.api).read_namespaced_deployment_scale(WORKER, self.namespace)
+        return int(scale.spec.replicas or 0)
+
+    async def endpoints(self) -> list[str]:
+        return await ready_endpoints(self.api, self.namespace, WORKER)
+
+    async def pods(self) -> list[str]:
+        """The worker's pods that are not being deleted."""
+        pods = await kube_client.CoreV1Api(self.api).list_namespaced_pod(
+            self.namespace, label_selector=f"app={WORKER}"
+        )
+        return [p.metadata.name for p in pods.items if p.metadata.deletion_timestamp is None]
+
+
+@contextlib.asynccontextmanager
+async def worker_stack(
+    *,
+    workdir: Path,
+    replicas: int,
+    annotations: Mapping[str, str],
+    worker_args: Sequence[str] = (),
+    controller_args: Sequence[str] = (),
+) -> AsyncIterator[WorkerStack]:
+    """A fresh namespace with the HTTP worker Deployment (``annotations`` without the prefix) and its
+    Service, the controller and the activator; all stopped and deleted afterwards."""
+    stack_layout = devstack_layout()
+    await asyncio.to_thread(devstack_stack.up, stack_layout)
+    devstack = Devstack(stack_layout)
+    configuration = kube_client.Configuration()
+    await kube_config.load_kube_config(
+        config_file=str(devstack.kubeconfig), client_configuration=configuration
+    )
+    async with kube_client.ApiClient(configuration) as api:
+        namespace = unique("bench")
+        core = kube_client.CoreV1Api(api)
+        await core.create_namespace({"metadata": {"name": namespace}})
+        processes: list[Process] = []
+        try:
+            container = python_container(
+                WORKER,
+                "devstack.workers.http_worker",
+                ["--port", str(WORKER_PORT), *worker_args],
+                readiness_port=WORKER_PORT,
+            )
+            notes = {
+                PREFIX + "http-service": WORKER,
+                PREFIX + "http-port": str(WORKER_PORT),
+                **{PREFIX + k: v for k, v in annotations.items()},
+            }
+            await core.create_namespaced_service(namespace, service(WORKER, WORKER_PORT))
+            await kube_client.AppsV1Api(api).create_namespaced_deployment(
+                namespace, deployment(WORKER, container, replicas=replicas, annotations=notes)
+            )
+            env = {TOKEN_ENV: unique("token")}
+            ctl = controller(
+                devstack, workdir / "controller.log", namespaces=[namespace], extra=controller_args, env=env
+            )
+            processes.append(ctl.start())
+            reports = await ctl.wait_port("reports")
+            act = activator(
+                devstack,
+                workdir / "activator.log",
+                namespaces=[namespace],
+                controller_url=f"http://127.0.0.1:{reports}/v1/reports",
+                env=env,
+            )
+            processes.append(act.start())
+            proxy_port = await act.wait_port("proxy")
+
+            async def routed() -> bool:
+                act.assert_alive()
+                return any(
+                    e.get("event") == "route updated" and e.get("namespace") == namespace for e in act.logs()
+                )
+
+            await eventually(routed, bool, timeout=30, what="the activator to route the worker")
+
+            async def decided() -> bool:
+                ctl.assert_alive()
+                return any(
+                    e.get("event") == "decision" and e.get("namespace") == namespace for e in ctl.logs()
+                )
+
+            await eventually(decided, bool, timeout=30, what="the controller's first decision")
+            yield WorkerStack(api, namespace, ctl, act, proxy_port)
+        finally:
+            for process in reversed(processes):
+                process.stop()
+            with contextlib.suppress(kube_client.ApiException):
+                await core.delete_namespace(namespace)
+
+
+@contextlib.contextmanager
+def log_dir(keep: Path | None, name: str) -> Iterator[Path]:
+    """Where the controller's and activator's logs go: a new directory under ``keep`` (kept), else a
+    temporary one (deleted)."""
+    if keep is not None:
+        path = keep / f"{name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
+        path.mkdir(parents=True)
+        say(f"logs in {path}")
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
+        yield Path(tmp)
+
+
+# --- nginx ------------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+NGINX_CONF = """\
+daemon off;
+master_process on;
+worker_processes {workers};
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/client_body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    upstream worker {{
+        server {upstream};
+        keepalive 128;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://worker;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_buffering off;
+        }}
+    }}
+}}
+"""
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
+    )
+    if found is None:
+        raise SystemExit("nginx not found: install it (apt-get update && apt-get install -y nginx)")
+    return found
+
+
+def nginx_version(binary: str) -> str:
+    out = subprocess.run([binary, "-v"], capture_output=True, text=True, check=False)
+    return (out.stderr or out.stdout).strip().removeprefix("nginx version: ").removeprefix("nginx/")
+
+
+@contextlib.asynccontextmanager
+async def nginx(upstream: str, *, workers: int) -> AsyncIterator[int]:
+    """nginx in the foreground on 127.0.0.1, proxying to ``upstream`` (ip:port); yields its port."""
+    binary = nginx_binary()
+    with tempfile.TemporaryDirectory(prefix="bench-nginx-") as tmp:
+        port = free_port()
+        conf = Path(tmp) / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(workers=workers, tmp=tmp, upstream=upstream, port=port))
+        error_log = Path(tmp) / "error.log"
+        proc = await asyncio.create_subprocess_exec(
+            binary,
+            "-p",
+            tmp,
+            "-e",
+            str(error_log),
+            "-c",
+            str(conf),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+
+            async def listening() -> bool:
+                if proc.returncode is not None:
+                    log = error_log.read_text() if error_log.exists() else ""
+                    raise RuntimeError(f"nginx exited with {proc.returncode}: {log}")
+                with contextlib.suppress(OSError):
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                    writer.close()
+                    await writer.wait_closed()
+                    return True
+                return False
+
+            await eventually(listening, bool, timeout=10, what="nginx to listen")
+            yield port
+        finally:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGQUIT)
+                try:
+                    await asyncio.wait_for(proc.wait(), 10)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+
+
+# --- the load generator -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    url: str
+    headers: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One measured batch: latency of each successful request (s), failures, wall time (s)."""
+
+    latencies: list[float]
+    errors: int
+    elapsed: float
+
+    def figures(self) -> dict[str, float | int]:
+        ordered = sorted(self.latencies)
+        return {
+            "p50_ms": round(quantile(ordered, 0.50) * 1000, 3),
+            "p99_ms": round(quantile(ordered, 0.99) * 1000, 3),
+            "rps": round(len(ordered) / self.elapsed, 1),
+            "ok": len(ordered),
+            "errors": self.errors,
+        }
+
+
+def quantile(ordered: Sequence[float], q: float) -> float:
+    """Nearest-rank quantile of sorted values (nan when empty)."""
+    if not ordered:
+        return math.nan
+    return ordered[max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))]
+
+
+async def load(target: Target, *, requests: int, concurrency: int) -> Sample:
+    """``requests`` GETs over ``concurrency`` kept-alive connections, as fast as they are answered."""
+    latencies: list[float] = []
+    errors = 0
+    numbers: Iterator[int] = iter(range(requests))
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False) as session:
+
+        async def one_connection() -> None:
+            nonlocal errors
+            for _ in numbers:
+                started = time.perf_counter()
+                try:
+                    async with session.get(target.url, headers=dict(target.headers)) as response:
+                        await response.read()
+                        ok = response.status == 200
+                except (aiohttp.ClientError, TimeoutError):
+                    ok = False
+                if ok:
+                    latencies.append(time.perf_counter() - started)
+                else:
+                    errors += 1
+
+        began = time.perf_counter()
+        await asyncio.gather(*(one_connection() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - began
+    return Sample(latencies, errors, elapsed)
+
+
+# --- the run ----------------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(), "os": platform.platform()}
+
+
+def versions(**extra: str) -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for package in ("queue-autoscaler", "aiohttp"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            found[package] = importlib.metadata.version(package)
+    return {**found, **extra}
+
+
+def command_line(module: str) -> str:
+    return shlex.join(["python", "-m", module, *sys.argv[1:]])
+
+
+def median_figures(samples: Sequence[Mapping[str, float | int]]) -> dict[str, float | int]:
+    return {
+        "p50_ms": round(statistics.median(s["p50_ms"] for s in samples), 3),
+        "p99_ms": round(statistics.median(s["p99_ms"] for s in samples), 3),
+        "rps": round(statistics.median(s["rps"] for s in samples), 1),
+        "errors": sum(int(s["errors"]) for s in samples),
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    with log_dir(args.logs, "activator") as logs:
+        async with worker_stack(
+            workdir=logs,
+            replicas=1,
+            annotations={"min-replicas": "1", "max-replicas": "1"},
+            worker_args=["--delay", str(args.worker_delay)],
+        ) as stack:
+            (pod_ip,) = await eventually(
+                stack.endpoints, lambda found: len(found) == 1, timeout=120, what="one ready worker pod"
+            )
+            upstream = f"{pod_ip}:{WORKER_PORT}"
+            say(f"worker pod at {upstream}; activator on 127.0.0.1:{stack.proxy_port}")
+            async with nginx(upstream, workers=args.nginx_workers) as nginx_port:
+                targets = {
+                    "direct": Target("direct", f"http://{upstream}/", {}),
+                    "activator": Target(
+                        "activator", f"http://127.0.0.1:{stack.proxy_port}/", {"Host": stack.host}
+                    ),
+                    "nginx": Target("nginx", f"http://127.0.0.1:{nginx_port}/", {"Host": stack.host}),
+                }
+                for target in targets.values():
+                    warm = await load(target, requests=args.warmup, concurrency=args.concurrency)
+                    if warm.errors:
+                        raise SystemExit(
+                            f"{target.name}: {warm.errors} of {args.warmup} warm-up requests failed"
+                        )
+                rounds: list[dict[str, Any]] = []
+                for number in range(args.rounds):
+                    order = PATHS[number % len(PATHS) :] + PATHS[: number % len(PATHS)]
+                    figures: dict[str, dict[str, float | int]] = {}
+                    for name in order:
+                        sample = await load(
+                            targets[name], requests=args.requests, concurrency=args.concurrency
+                        )
+                        figures[name] = sample.figures()
+                        say(f"round {number + 1} {name}: {figures[name]}")
+                    rounds.append({"round": number + 1, "order": list(order), "paths": figures})
+            nginx_v = nginx_version(nginx_binary())
+    summary = {name: median_figures([r["paths"][name] for r in rounds]) for name in PATHS}
+    added = {
+        name: {
+            "p50_ms": round(summary[name]["p50_ms"] - summary["direct"]["p50_ms"], 3),
+            "p99_ms": round(summary[name]["p99_ms"] - summary["direct"]["p99_ms"], 3),
+        }
+        for name in ("activator", "nginx")
+    }
+    return {
+        "benchmark": "activator steady state",
+        "command": command_line("bench.activator"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "versions": versions(nginx=nginx_v),
+        "settings": {
+            "rounds": args.rounds,
+            "requests_per_path_per_round": args.requests,
+            "concurrency": args.concurrency,
+            "warmup_per_path": args.warmup,
+            "worker_delay_s": args.worker_delay,
+            "nginx_worker_processes": args.nginx_workers,
+            "activator_processes": 1,
+        },
+        "summary": summary,
+        "added_vs_direct": added,
+        "rounds": rounds,
+    }
+
+
+def markdown(result: Mapping[str, Any]) -> str:
+    s = result["settings"]
+    lines = [
+        "# Activator steady state: added latency and throughput",
+        "",
+        f"- command: `{result['command']}`",
+        f"- date: {result['date']}",
+        f"- machine: nproc {result['machine']['nproc']}, {result['machine']['cpu']}, "
+        f"kernel {result['machine']['kernel']}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()),
+        f"- load: {s['rounds']} rounds x {s['requests_per_path_per_round']} GETs per path, "
+        f"{s['concurrency']} concurrent keep-alive connections (aiohttp client), "
+        f"{s['warmup_per_path']} warm-up requests per path; the paths' order rotates every round",
+        f"- worker: one devstack pod running devstack.workers.http_worker (delay {s['worker_delay_s']} s); "
+        f"the activator is one Python process, nginx runs {s['nginx_worker_processes']} worker process(es) "
+        "with a keepalive upstream",
+        "- load generator, activator, nginx and the worker pod share this machine's CPUs",
+        "",
+        "Median over rounds:",
+        "",
+        "| path | p50 ms | p99 ms | requests/s | added p50 ms | added p99 ms | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in PATHS:
+        row = result["summary"][name]
+        added = result["added_vs_direct"].get(name)
+        extra = "| — | — |" if added is None else f"| {added['p50_ms']:+.2f} | {added['p99_ms']:+.2f} |"
+        figures = f"| {name} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['rps']:.0f} "
+        lines.append(f"{figures}{extra} {row['errors']} |")
+    lines += [
+        "",
+        "Every round:",
+        "",
+        "| round | path | p50 ms | p99 ms | requests/s | errors |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for entry in result["rounds"]:
+        for name in entry["order"]:
+            row = entry["paths"][name]
+            lines.append(
+                f"| {entry['round']} | {name} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
+                f"{row['rps']:.0f} | {row['errors']} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def write_results(name: str, result: Mapping[str, Any], text: str, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{name}.md").write_text(text)
+    say(f"wrote {out / (name + '.json')} and {out / (name + '.md')}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.activator",
+        description="Steady-state added latency (p50/p99) and throughput of the activator against calling "
+        "the worker pod directly and against nginx as a reverse proxy to the same pod, on the devstack.",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; each runs every path once (default 3)")
+    parser.add_argument(
+        "--requests", type=int, default=5000, help="measured requests per path per round (default 5000)"
+    )
+    parser.add_argument("--concurrency", type=int, default=32, help="concurrent connections (default 32)")
+    parser.add_argument("--warmup", type=int, default=500, help="warm-up requests per path (default 500)")
+    parser.add_argument(
+        "--worker-delay", type=float, default=0.0, help="seconds the worker waits per request (default 0)"
+    )
+    parser.add_argument(
+        "--nginx-workers", type=int, default=1, help="nginx worker processes (default 1, like the activator)"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results directory (default bench/results)")
+    parser.add_argument(
+        "--logs", type=Path, default=None, help="keep the controller and activator logs under this directory"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if min(args.rounds, args.requests, args.concurrency, args.warmup, args.nginx_workers) < 1:
+        raise SystemExit("--rounds, --requests, --concurrency, --warmup and --nginx-workers must be >= 1")
+    result = asyncio.run(run(args))
+    text = markdown(result)
+    write_results("activator", result, text, args.out)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

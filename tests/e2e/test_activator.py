@@ -1,0 +1,442 @@
+"""The activator and the controller as real processes on the devstack, in front of real HTTP worker pods.
+
+Each test runs in its own namespace with a worker Deployment at 0 replicas behind a Service. Timings are
+measured and printed (``-s``), never asserted: the machine is shared; only the order of events is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from kubernetes_asyncio import client
+
+from tests.controller import Process, activator, controller
+from tests.stack import (
+    Devstack,
+    deployment,
+    events_of,
+    eventually,
+    python_container,
+    ready_endpoints,
+    service,
+    unique,
+)
+
+pytestmark = pytest.mark.devstack
+PREFIX = "queue-autoscaler.dev/"
+WORKER = "web"
+TOKEN_ENV = "QUEUE_AUTOSCALER_REPORT_TOKEN"
+REPORT_URL = PREFIX + "report-url"
+
+
+@dataclass
+class Stack:
+    """The controller and activator processes of one test, and where to send requests."""
+
+    namespace: str
+    controller: Process
+    activator: Process
+    proxy_port: int
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.proxy_port}{path}"
+
+    @property
+    def host(self) -> str:
+        return f"{WORKER}.{self.namespace}"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One request as the client saw it: wall-clock send and response times, status, headers, body."""
+
+    sent_at: float
+    answered_at: float
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def parse_time(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+async def send(
+    session: aiohttp.ClientSession,
+    stack: Stack,
+    *,
+    method: str = "GET",
+    path: str = "/",
+    headers: dict[str, str] | None = None,
+    data: bytes | None = None,
+) -> Answer:
+    sent_at = time.time()
+    async with session.request(
+        method, stack.url(path), headers={"Host": stack.host, **(headers or {})}, data=data
+    ) as response:
+        body = await response.read()
+        return Answer(sent_at, time.time(), response.status, dict(response.headers), body)
+
+
+def worker_deployment(
+    *, delay: float = 0.0, startup_delay: float = 0.0, **annotations: str
+) -> dict[str, Any]:
+    container = python_container(
+        WORKER,
+        "devstack.workers.http_worker",
+        ["--port", "8080", "--delay", str(delay), "--startup-delay", str(startup_delay)],
+        readiness_port=8080,
+    )
+    notes = {
+        PREFIX + "http-service": WORKER,
+        PREFIX + "http-port": "8080",
+        **{PREFIX + k.replace("_", "-"): v for k, v in annotations.items()},
+    }
+    return deployment(WORKER, container, replicas=0, annotations=notes)
+
+
+async def create_worker(
+    kube: client.ApiClient,
+    namespace: str,
+    *,
+    delay: float = 0.0,
+    startup_delay: float = 0.0,
+    **annotations: str,
+) -> None:
+    """The worker Service and its Deployment at 0 replicas, routed by the activator."""
+    await client.CoreV1Api(kube).create_namespaced_service(namespace, service(WORKER, 8080))
+    await client.AppsV1Api(kube).create_namespaced_deployment(
+        namespace, worker_deployment(delay=delay, startup_delay=startup_delay, **annotations)
+    )
+
+
+def logged(process: Process, event: str, **fields: object) -> list[dict[str, Any]]:
+    return [
+        e for e in process.logs() if e.get("event") == event and all(e.get(k) == v for k, v in fields.items())
+    ]
+
+
+async def wait_logged(process: Process, event: str, *, timeout: float = 30, **fields: object) -> None:
+    async def probe() -> list[dict[str, Any]]:
+        process.assert_alive()
+        return logged(process, event, **fields)
+
+    await eventually(probe, bool, timeout=timeout, what=f"{event!r} {fields} in {process.log_path.name}")
+
+
+@contextlib.asynccontextmanager
+async def running(
+    devstack: Devstack,
+    namespace: str,
+    tmp_path: Path,
+    *,
+    leader_election: bool = False,
+    activator_extra: Sequence[str] = (),
+) -> AsyncIterator[Stack]:
+    """Starts the controller, then the activator pointed at it (or at the Lease), stops both afterwards."""
+    env = {TOKEN_ENV: unique("token")}
+    ctl = controller(
+        devstack,
+        tmp_path / "controller.log",
+        namespaces=[namespace],
+        leader_election=leader_election,
+        extra=("--lease-namespace", namespace) if leader_election else (),
+        env=env,
+    )
+    act: Process | None = None
+    try:
+        ctl.start()
+        reports = await ctl.wait_port("reports")
+        act = activator(
+            devstack,
+            tmp_path / "activator.log",
+            namespaces=[namespace],
+            controller_url=None if leader_election else f"http://127.0.0.1:{reports}/v1/reports",
+            extra=(*(("--lease-namespace", namespace) if leader_election else ()), *activator_extra),
+            env=env,
+        )
+        act.start()
+        proxy_port = await act.wait_port("proxy")
+        yield Stack(namespace, ctl, act, proxy_port)
+    finally:
+        if act is not None and act.proc is not None:
+            act.stop()
+        if ctl.proc is not None:
+            ctl.stop()
+
+
+async def routed(stack: Stack) -> None:
+    """Waits until the activator routes the worker and the controller has decided for it once."""
+    await wait_logged(stack.activator, "route updated", namespace=stack.namespace, deployment=WORKER)
+    await wait_logged(stack.controller, "decision", namespace=stack.namespace, deployment=WORKER)
+
+
+async def pods_of(kube: client.ApiClient, namespace: str) -> dict[str, str]:
+    """Name -> IP of the worker's pods."""
+    pods = await client.CoreV1Api(kube).list_namespaced_pod(namespace, label_selector=f"app={WORKER}")
+    return {p.metadata.name: p.status.pod_ip for p in pods.items}
+
+
+async def replicas(kube: client.ApiClient, namespace: str) -> int:
+    scale = await client.AppsV1Api(kube).read_namespaced_deployment_scale(WORKER, namespace)
+    return int(scale.spec.replicas or 0)
+
+
+def spread(answers: Sequence[Answer]) -> dict[str, int]:
+    """How many of the answers each pod gave."""
+    counts: dict[str, int] = {}
+    for answer in answers:
+        pod = answer.json()["pod"]
+        counts[pod] = counts.get(pod, 0) + 1
+    return counts
+
+
+async def test_fifty_concurrent_requests_wake_the_deployment_once_and_are_all_answered_by_its_pods(
+    devstack: Devstack, kube: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    # Each request keeps the worker busy for a second, so the concurrency stays visible to the reports.
+    delay = 1.0
+    await create_worker(kube, namespace, delay=delay, concurrency_per_replica="10")
+    async with running(devstack, namespace, tmp_path) as stack:
+        await routed(stack)
+        async with aiohttp.ClientSession() as session:
+            cold = await asyncio.gather(*(send(session, stack) for _ in range(50)))
+            # 50 requests at 10 per replica: 5 replicas. While the Deployment wakes, each endpoint that turns
+            # ready takes its share of the queued burst; once all 5 are ready, a second burst spreads too.
+            await eventually(
+                lambda: ready_endpoints(kube, namespace, WORKER),
+                lambda found: len(found) == 5,
+                timeout=60,
+                what="5 ready endpoints",
+            )
+            warm = await asyncio.gather(*(send(session, stack) for _ in range(50)))
+        pods = await pods_of(kube, namespace)
+        events = await events_of(kube, namespace, WORKER)
+        scaled = logged(stack.controller, "scaled", namespace=namespace, deployment=WORKER)
+
+    assert len(cold) == 50
+    assert len(warm) == 50
+    assert [a.status for a in [*cold, *warm]] == [200] * 100, [a.body for a in [*cold, *warm]]
+    reasons = [e["reason"] for e in events]
+    assert reasons.count("ActivatedFromZero") == 1, reasons
+    assert [s["reason"] for s in scaled].count("ActivatedFromZero") == 1
+    assert max(s["replicas_to"] for s in scaled) == 5
+    for answer in [*cold, *warm]:
+        body = answer.json()
+        assert pods.get(body["pod"]) == body["ip"], f"{body} is not from a pod of the Deployment: {pods}"
+    assert len(spread(cold)) > 1, spread(cold)
+    assert len(spread(warm)) > 1, spread(warm)
+    # The wake-up reaches 5 replicas at once or in a quick follow-up patch, not a tick later in steps of one.
+    assert len(scaled) <= 2, scaled
+
+    first_sent = min(a.sent_at for a in cold)
+    first = min(cold, key=lambda a: a.answered_at)
+    ready_at = float(first.json()["ready_at"])
+    activated = next(s for s in scaled if s["reason"] == "ActivatedFromZero")
+    patched_at = parse_time(activated["timestamp"])
+    event_at = parse_time(next(e for e in events if e["reason"] == "ActivatedFromZero")["eventTime"])
+    assert first_sent < patched_at < ready_at < first.answered_at
+    print(
+        f"\ncold burst answered by {spread(cold)}; warm burst by {spread(warm)}"
+        f"\nscale patches: {[(s['replicas_from'], s['replicas_to']) for s in scaled]}"
+        f"\nfirst request -> scale patch (controller log): {(patched_at - first_sent) * 1000:.0f} ms"
+        f"\nfirst request -> ActivatedFromZero eventTime: {(event_at - first_sent) * 1000:.0f} ms"
+        f"\nfirst request -> worker listening (ready_at): {(ready_at - first_sent) * 1000:.0f} ms"
+        f"\nfirst request -> first response: {(first.answered_at - first_sent) * 1000:.0f} ms"
+        f"\nadded cold start (first response - ready_at - {delay:g}s worker delay): "
+        f"{(first.answered_at - ready_at - delay) * 1000:.0f} ms"
+    )
+
+
+async def test_a_full_queue_answers_503_with_retry_after_and_waiting_requests_time_out_with_504(
+    devstack: Devstack, kube: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    max_pending, extra = 5, 3
+    # Paused: the controller holds the Deployment at 0 whatever the activator reports.
+    await create_worker(kube, namespace, paused="true", max_pending=str(max_pending), activation_timeout="2s")
+    async with running(devstack, namespace, tmp_path) as stack:
+        await routed(stack)
+        async with aiohttp.ClientSession() as session:
+            answers = await asyncio.gather(*(send(session, stack) for _ in range(max_pending + extra)))
+            alone = await send(session, stack)
+        assert await replicas(kube, namespace) == 0
+        events = await events_of(kube, namespace, WORKER)
+
+    assert len(answers) == max_pending + extra
+    full = [a for a in answers if a.status == 503]
+    timed_out = [a for a in answers if a.status == 504]
+    assert len(full) == extra, [(a.status, a.body) for a in answers]
+    assert len(timed_out) == max_pending, [(a.status, a.body) for a in answers]
+    for answer in full:
+        assert answer.headers["Retry-After"] == "1"
+        assert b"queue full" in answer.body
+        assert b"max-pending" in answer.body
+    for answer in [*timed_out, alone]:
+        assert b"activation timeout" in answer.body
+        assert answer.answered_at - answer.sent_at >= 2.0
+    assert alone.status == 504
+    assert max(a.answered_at for a in full) < min(a.answered_at for a in timed_out)
+    assert events == []
+
+
+async def test_sigterm_drains_the_buffered_requests_to_the_woken_pod_and_exits_0(
+    devstack: Devstack, kube: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    # The pod listens only 3 s after it starts: the requests are still queued when SIGTERM arrives.
+    await create_worker(kube, namespace, startup_delay=3.0)
+    async with running(devstack, namespace, tmp_path, activator_extra=("--drain-timeout", "60")) as stack:
+        await routed(stack)
+        labels = {"namespace": namespace, "deployment": WORKER}
+        async with aiohttp.ClientSession() as session:
+            buffered = [asyncio.create_task(send(session, stack)) for _ in range(10)]
+            try:
+                await wait_logged(
+                    stack.controller,
+                    "scaled",
+                    reason="ActivatedFromZero",
+                    namespace=namespace,
+                    deployment=WORKER,
+                )
+                pending = await stack.activator.metric("queue_autoscaler_activator_pending_requests", labels)
+                assert pending == 10
+                assert stack.activator.proc is not None
+                stack.activator.proc.send_signal(signal.SIGTERM)
+                await wait_logged(stack.activator, "draining")
+                refused = await send(session, stack)
+                answers = await asyncio.gather(*buffered)
+            finally:
+                for task in buffered:
+                    task.cancel()
+                await asyncio.gather(*buffered, return_exceptions=True)
+        returncode = await asyncio.to_thread(stack.activator.proc.wait, 60)
+
+    assert (returncode, len(answers)) == (0, 10), stack.activator.tail()
+    assert [a.status for a in answers] == [200] * 10, [a.body for a in answers]
+    assert refused.status == 503
+    assert refused.headers["Retry-After"] == "1"
+    assert b"shutting down" in refused.body
+    (draining,) = logged(stack.activator, "draining")
+    assert draining["held"] == 10
+    (stopped,) = logged(stack.activator, "activator stopped")
+    assert stopped["left_unanswered"] == 0
+    assert stopped["drain_timed_out"] is False
+    print(f"\ndrain: {draining} -> {stopped}")
+
+
+async def test_cloudevents_are_checked_and_valid_ones_reach_the_worker_byte_for_byte(
+    devstack: Devstack, kube: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    await create_worker(kube, namespace, cloudevents="true", cloudevents_types="com.example.started")
+    binary_headers = {
+        "ce-specversion": "1.0",
+        "ce-id": "order-1",
+        "ce-source": "/shop/orders",
+        "ce-type": "com.example.started",
+        "ce-time": "2026-11-26T12:00:00.5Z",
+        "ce-shopregion": "eu-west",
+        "Content-Type": "application/json; charset=utf-8",
+    }
+    binary_body = '{"order" :  1, "note": "caf\u00e9 \u2615",\n "raw": [1,2]}'.encode()
+    structured_body = (
+        b'{ "specversion":"1.0", "id":"order-2","source":"/shop/orders",\n'
+        b'  "type":"com.example.started", "datacontenttype":"application/json",\n'
+        b'  "data": {"order": 2, "note": "\xc3\xa9t\xc3\xa9"} }'
+    )
+    structured_type = "application/cloudevents+json; charset=utf-8"
+    labels = {"namespace": namespace, "deployment": WORKER}
+    async with running(devstack, namespace, tmp_path) as stack:
+        await routed(stack)
+        async with aiohttp.ClientSession() as session:
+            missing_id = await send(
+                session,
+                stack,
+                method="POST",
+                headers={k: v for k, v in binary_headers.items() if k != "ce-id"},
+                data=binary_body,
+            )
+            bad_time = await send(
+                session,
+                stack,
+                method="POST",
+                headers={**binary_headers, "ce-time": "yesterday"},
+                data=binary_body,
+            )
+            wrong_type = await send(
+                session,
+                stack,
+                method="POST",
+                headers={**binary_headers, "ce-type": "com.example.cancelled"},
+                data=binary_body,
+            )
+            cold_starts = await stack.activator.metric("queue_autoscaler_activator_cold_starts_total", labels)
+            binary = await send(session, stack, method="POST", headers=binary_headers, data=binary_body)
+            structured = await send(
+                session,
+                stack,
+                method="POST",
+                headers={"Content-Type": structured_type},
+                data=structured_body,
+            )
+
+    assert missing_id.status == 400
+    assert b"not a valid CloudEvent" in missing_id.body
+    assert b"ce-id" in missing_id.body
+    assert bad_time.status == 400
+    assert b"ce-time" in bad_time.body
+    assert wrong_type.status == 404
+    assert b"com.example.cancelled" in wrong_type.body
+    assert cold_starts in (None, 0.0)  # refused events never wake the target
+
+    assert binary.status == 200, binary.body
+    assert binary.body == binary_body
+    echoed = {k.lower(): v for k, v in binary.headers.items() if k.lower().startswith("ce-")}
+    assert echoed == {k: v for k, v in binary_headers.items() if k.startswith("ce-")}
+    assert binary.headers["X-Received-Content-Type"] == binary_headers["Content-Type"]
+
+    assert structured.status == 200, structured.body
+    assert structured.body == structured_body
+    assert not [k for k in structured.headers if k.lower().startswith("ce-")]
+    assert structured.headers["X-Received-Content-Type"] == structured_type
+
+
+async def test_without_a_controller_url_the_activator_reports_to_the_leader_named_on_the_lease(
+    devstack: Devstack, kube: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    await create_worker(kube, namespace, activation_timeout="30s")
+    async with running(devstack, namespace, tmp_path, leader_election=True) as stack:
+        await wait_logged(stack.controller, "leadership", leading=True)
+        lease = await client.CoordinationV1Api(kube).read_namespaced_lease(
+            "queue-autoscaler-controller", namespace
+        )
+        published = lease.metadata.annotations[REPORT_URL]
+        await wait_logged(stack.activator, "controller leader", url=published)
+        await routed(stack)
+        async with aiohttp.ClientSession() as session:
+            answer = await send(session, stack, path="/hello?from=lease")
+        reports = await stack.activator.metric("queue_autoscaler_activator_reports_total", {"result": "ok"})
+        rejected = await stack.activator.metric(
+            "queue_autoscaler_activator_reports_total", {"result": "rejected"}
+        )
+
+    reports_port = stack.controller.port("reports")
+    assert published == f"http://127.0.0.1:{reports_port}/v1/reports"
+    assert answer.status == 200, answer.body
+    assert answer.json()["path"] == "/hello?from=lease"
+    assert reports is not None
+    assert reports >= 1
+    assert rejected in (None, 0.0)
+    assert [e["reason"] for e in await events_of(kube, namespace, WORKER)] == ["ActivatedFromZero"]
