@@ -372,32 +372,42 @@ class ControlLoop:
         memory = self._memory.get(key)
         try:
             current = info.replicas
-            while patch:
-                await self._scaler.scale(target=key, replicas=decision.desired_replicas)
-                self._metrics.reaction_seconds.observe(time.perf_counter() - observed)
-                reason, direction = _event_reason(current, decision.desired_replicas)
-                self._metrics.scale_patches.labels(key.namespace, key.name, direction).inc()
-                bound.info(
-                    "scaled", reason=reason, replicas_from=current, replicas_to=decision.desired_replicas
-                )
-                await self._scaler.event(
-                    target=key,
-                    uid=info.uid,
-                    type="Normal",
-                    reason=reason,
-                    action="Scale",
-                    message=f"{current} -> {decision.desired_replicas} replicas ({decision.rule}): "
-                    f"{decision.reason}",
-                )
-                current = decision.desired_replicas
-                # A decision made while this patch was in flight (a poke, a tick) is applied right away.
-                latest = memory.last_decision if memory is not None else None
-                patch = latest is not None and latest.desired_replicas != current
-                if latest is not None:
-                    decision, observed = latest, time.perf_counter()
-            if last_active and memory is not None:
-                await self._scaler.set_last_active(target=key, when=decision.idle_since)
-                memory.persisted_last_active = decision.idle_since
+            while True:
+                while patch:
+                    await self._scaler.scale(target=key, replicas=decision.desired_replicas)
+                    self._metrics.reaction_seconds.observe(time.perf_counter() - observed)
+                    reason, direction = _event_reason(current, decision.desired_replicas)
+                    self._metrics.scale_patches.labels(key.namespace, key.name, direction).inc()
+                    bound.info(
+                        "scaled", reason=reason, replicas_from=current, replicas_to=decision.desired_replicas
+                    )
+                    await self._scaler.event(
+                        target=key,
+                        uid=info.uid,
+                        type="Normal",
+                        reason=reason,
+                        action="Scale",
+                        message=f"{current} -> {decision.desired_replicas} replicas ({decision.rule}): "
+                        f"{decision.reason}",
+                    )
+                    current = decision.desired_replicas
+                    # A decision made while this patch was in flight (a poke, a tick) is applied right away.
+                    latest = memory.last_decision if memory is not None else None
+                    patch = latest is not None and latest.desired_replicas != current
+                    if latest is not None:
+                        decision, observed = latest, time.perf_counter()
+                if memory is None:
+                    break
+                if last_active:
+                    await self._scaler.set_last_active(target=key, when=decision.idle_since)
+                    memory.persisted_last_active = decision.idle_since
+                # ... and so is one made while the last-active write was in flight (e.g. lag arriving just
+                # as the target went idle): it must not wait for the next tick.
+                latest = memory.last_decision
+                if latest is None or latest.desired_replicas == current:
+                    break
+                decision, observed, patch = latest, time.perf_counter(), True
+                last_active = latest.idle_since != memory.persisted_last_active
         except errors.TargetGone:
             bound.info("target gone while scaling")
         except errors.AutoscalerError as exc:

@@ -409,3 +409,32 @@ async def test_a_decision_made_while_a_patch_is_in_flight_is_patched_right_after
 
     assert scaler.patches == [(key, 1), (key, 5)]
     assert [e[3].split(" (")[0] for e in scaler.events] == ["0 -> 1 replicas", "1 -> 5 replicas"]
+
+
+async def test_a_scale_up_decided_while_the_last_active_write_is_in_flight_is_applied_right_after_it() -> (
+    None
+):
+    targets, lag = FakeTargets(), FakeLag()
+    scaler = FakeScaler(targets)
+    written = asyncio.Event()
+    record = scaler.set_last_active
+
+    async def slow_write(*, target: TargetKey, when: datetime | None) -> None:
+        await written.wait()
+        await record(target=target, when=when)
+
+    scaler.set_last_active = slow_write  # type: ignore[method-assign]
+    key = targets.put("w", 0, kafka_group="g", lag_per_replica="10")
+    lag.partitions["g"] = lagging("t", [0])
+    loop, _ = make_loop(targets, lag, scaler)
+
+    await loop.tick()  # idle at 0: the last-active write starts and is slow
+    await asyncio.sleep(0)
+    lag.partitions["g"] = lagging("t", [5])
+    await loop.tick()  # the lag arrives while it is in flight: 0 -> 1 is decided
+    written.set()
+    await settle(loop)
+
+    assert scaler.patches == [(key, 1)]  # without a third tick
+    assert scaler.last_active == [(key, T0), (key, None)]  # idle, then active again
+    assert [e[2] for e in scaler.events] == ["ActivatedFromZero"]
