@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml  # type: ignore[import-untyped]
+import yaml
 from kubernetes_asyncio import client
 
 from devstack.config import REPO_ROOT
