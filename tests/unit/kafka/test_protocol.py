@@ -146,3 +146,63 @@ def test_a_brokers_only_answer_names_the_brokers_and_no_topic() -> None:
     layout = protocol.decode_metadata(protocol.brokers_only_metadata(brokers))
 
     assert layout == protocol.ClusterLayout(brokers=tuple(brokers), topics=())
+
+
+def test_offset_fetch_v8_answers_with_many_groups_decode_exactly() -> None:
+    no_tags: dict[int, bytes] = {}
+    groups = [
+        (
+            f"group-{i:04d}",
+            [(f"topic-{i % 7}", [(p, 100 * i + p, 1, "m", 0, no_tags) for p in range(3)], no_tags)],
+            0,
+            no_tags,
+        )
+        for i in range(1000)  # more than 127 elements: multi-byte varint lengths
+    ]
+    answer = protocol.OffsetFetchResponse_v8(5, groups, {}).encode()
+
+    decoded = protocol.OffsetFetchResponse_v8.decode(answer)
+
+    assert decoded.throttle_time_ms == 5
+    assert len(decoded.groups) == 1000
+    assert decoded.groups[999] == protocol.GroupCommitted(
+        "group-0999",
+        error_code=0,
+        partitions=tuple(
+            protocol.CommittedOffset("topic-5", p, offset=99900 + p, error_code=0) for p in range(3)
+        ),
+    )
+
+
+def test_offset_fetch_v8_answers_skip_tagged_fields_by_their_size() -> None:
+    # Built by hand: tagged fields are (tag, size, bytes) per the protocol spec.
+    answer = bytes.fromhex(
+        "00000000"  # throttle_time_ms
+        "02"
+        "0267"  # 1 group: "g"
+        "02"
+        "0274"  # 1 topic: "t"
+        "02"
+        "00000000"
+        "0000000000000007"
+        "00000000"
+        "00"
+        "0000"  # partition 0, offset 7, null metadata
+        "01"
+        "03"
+        "02"
+        "abcd"  # partition tags: one field, tag 3, 2 bytes
+        "00"  # topic tags
+        "0000"
+        "00"  # group error code, group tags
+        "01"
+        "05"
+        "01"
+        "ff"  # top-level tags: one field, tag 5, 1 byte
+    )
+
+    decoded = protocol.OffsetFetchResponse_v8.decode(answer)
+
+    assert decoded.groups == (
+        protocol.GroupCommitted("g", error_code=0, partitions=(protocol.CommittedOffset("t", 0, 7, 0),)),
+    )
