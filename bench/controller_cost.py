@@ -39,7 +39,14 @@ from kubernetes_asyncio import config as kube_config
 
 from devstack.config import layout as devstack_layout
 from tests.controller import Process, controller
-from tests.stack import Devstack, deployment, python_container
+from tests.stack import (
+    Devstack,
+    create_deployments,
+    delete_topics,
+    deployment,
+    python_container,
+    wait_last_active,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PREFIX = "queue-autoscaler.dev/"
@@ -131,40 +138,6 @@ async def setup_kafka(bootstrap: str, topics: Sequence[str], groups: Sequence[st
                 await consumer.stop()
 
     await asyncio.gather(*(commit(i, g) for i, g in enumerate(groups)))
-
-
-async def delete_topics(bootstrap: str, topics: Sequence[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_topics(list(topics))
-    finally:
-        await admin.close()
-
-
-async def wait_last_active(api: kube_client.ApiClient, namespace: str, *, timeout: float) -> None:
-    """Waits until every Deployment in ``namespace`` carries the controller's last-active annotation."""
-    apps = kube_client.AppsV1Api(api)
-    deadline = time.monotonic() + timeout
-    while True:
-        found = await apps.list_namespaced_deployment(namespace)
-        missing = [d for d in found.items if PREFIX + "last-active" not in (d.metadata.annotations or {})]
-        if not missing:
-            return
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{len(missing)} Deployments still without last-active after {timeout}s")
-        await asyncio.sleep(0.5)
-
-
-async def create_deployments(api: kube_client.ApiClient, namespace: str, manifests: Sequence[Any]) -> None:
-    apps = kube_client.AppsV1Api(api)
-    gate = asyncio.Semaphore(16)
-
-    async def one(manifest: Any) -> None:
-        async with gate:
-            await apps.create_namespaced_deployment(namespace, manifest)
-
-    await asyncio.gather(*(one(m) for m in manifests))
 
 
 async def wait_targets(process: Process, port: int, targets: int, *, timeout: float) -> Samples:

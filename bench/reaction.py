@@ -37,13 +37,20 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from kubernetes_asyncio import client as kube_client
 from kubernetes_asyncio import config as kube_config
 
 from devstack.config import layout as devstack_layout
 from tests.controller import Process, controller
-from tests.stack import Devstack, create_topic, deployment, python_container
+from tests.stack import (
+    Devstack,
+    create_deployments,
+    create_topic,
+    delete_topics,
+    deployment,
+    python_container,
+    wait_last_active,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PREFIX = "queue-autoscaler.dev/"
@@ -60,40 +67,6 @@ def sleeper(name: str) -> dict[str, Any]:
 
 def notes(**annotations: str) -> dict[str, str]:
     return {PREFIX + k.replace("_", "-"): v for k, v in annotations.items()}
-
-
-async def wait_last_active(api: kube_client.ApiClient, namespace: str, *, timeout: float) -> None:
-    """Waits until every Deployment in ``namespace`` carries the controller's last-active annotation."""
-    apps = kube_client.AppsV1Api(api)
-    deadline = time.monotonic() + timeout
-    while True:
-        found = await apps.list_namespaced_deployment(namespace)
-        missing = [d for d in found.items if PREFIX + "last-active" not in (d.metadata.annotations or {})]
-        if not missing:
-            return
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{len(missing)} Deployments still without last-active after {timeout}s")
-        await asyncio.sleep(0.5)
-
-
-async def create_deployments(api: kube_client.ApiClient, namespace: str, manifests: Sequence[Any]) -> None:
-    apps = kube_client.AppsV1Api(api)
-    gate = asyncio.Semaphore(16)
-
-    async def one(manifest: Any) -> None:
-        async with gate:
-            await apps.create_namespaced_deployment(namespace, manifest)
-
-    await asyncio.gather(*(one(m) for m in manifests))
-
-
-async def delete_topics(bootstrap: str, topics: Sequence[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_topics(list(topics))
-    finally:
-        await admin.close()
 
 
 def logged(process: Process, event: str) -> list[dict[str, Any]]:

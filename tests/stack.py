@@ -6,8 +6,9 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,3 +282,39 @@ async def running(coroutine: Coroutine[Any, Any, None]) -> AsyncIterator[asyncio
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def delete_topics(bootstrap: str, topics: Sequence[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics(list(topics))
+    finally:
+        await admin.close()
+
+
+async def wait_last_active(api: client.ApiClient, namespace: str, *, timeout: float) -> None:
+    """Waits until every Deployment in ``namespace`` carries the controller's last-active annotation."""
+    apps = client.AppsV1Api(api)
+    deadline = time.monotonic() + timeout
+    while True:
+        found = await apps.list_namespaced_deployment(namespace)
+        missing = [
+            d for d in found.items if "queue-autoscaler.dev/last-active" not in (d.metadata.annotations or {})
+        ]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(missing)} Deployments still without last-active after {timeout}s")
+        await asyncio.sleep(0.5)
+
+
+async def create_deployments(api: client.ApiClient, namespace: str, manifests: Sequence[Any]) -> None:
+    apps = client.AppsV1Api(api)
+    gate = asyncio.Semaphore(16)
+
+    async def one(manifest: Any) -> None:
+        async with gate:
+            await apps.create_namespaced_deployment(namespace, manifest)
+
+    await asyncio.gather(*(one(m) for m in manifests))
