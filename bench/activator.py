@@ -453,16 +453,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def markdown(result: Mapping[str, Any]) -> str:
-    s = result["settings"]
-    lines = [
-        "# Activator steady state: added latency and throughput",
+def header(title: str, result: Mapping[str, Any]) -> list[str]:
+    """The title and the command, date, machine and versions lines of a result's Markdown."""
+    return [
+        f"# {title}",
         "",
         f"- command: `{result['command']}`",
         f"- date: {result['date']}",
         f"- machine: nproc {result['machine']['nproc']}, {result['machine']['cpu']}, "
         f"kernel {result['machine']['kernel']}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()),
+    ]
+
+
+def markdown(result: Mapping[str, Any]) -> str:
+    s = result["settings"]
+    lines = [
+        *header("Activator steady state: added latency and throughput", result),
         f"- load: {s['rounds']} rounds x {s['requests_per_path_per_round']} GETs per path, "
         f"{s['concurrency']} concurrent keep-alive connections (aiohttp client), "
         f"{s['warmup_per_path']} warm-up requests per path; the paths' order rotates every round",

@@ -159,13 +159,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def markdown(result: Mapping[str, Any]) -> str:
     s = result["settings"]
     lines = [
-        "# Activator cold start: scale from zero on the first request",
-        "",
-        f"- command: `{result['command']}`",
-        f"- date: {result['date']}",
-        f"- machine: nproc {result['machine']['nproc']}, {result['machine']['cpu']}, "
-        f"kernel {result['machine']['kernel']}",
-        "- versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()),
+        *bench.header("Activator cold start: scale from zero on the first request", result),
         f"- {s['runs']} runs; each from 0 replicas with no pod left; one GET through the activator; "
         "worker devstack.workers.http_worker (a Python process) with a readiness probe every "
         f"{s['readiness_probe_period_s']} s; controller tick {s['controller_interval_s']} s",
