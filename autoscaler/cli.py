@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -502,6 +503,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     one_shot = args.command in ("decide", "lag")
     obs_logging.configure(log_format="console" if one_shot else "auto", level="warning")
+    if one_shot:  # the command's own message says what failed; the libraries' retries are noise here
+        logging.getLogger().setLevel(logging.CRITICAL)
     try:
         if args.command == "decide":
             return cmd_decide()
@@ -513,7 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except errors.SettingsError as exc:
         print(f"queue-autoscaler {args.command}: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    except errors.KafkaError as exc:
+    except errors.AutoscalerError as exc:  # Kafka or Kubernetes unreachable or refusing at start-up
         print(f"queue-autoscaler {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

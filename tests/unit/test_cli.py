@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -14,6 +17,7 @@ from autoscaler.activator import metrics as activator_metrics
 from autoscaler.activator import reporter, server
 from autoscaler.control import reports
 from autoscaler.model import ConcurrencyReport, TargetConcurrency, TargetKey
+from autoscaler.observability import logging as obs_logging
 from tests.unit.activator import helpers
 
 ORDERS = TargetKey("shop", "orders")
@@ -104,3 +108,34 @@ async def test_on_every_interface_the_ports_said_to_be_the_proxy_and_the_metrics
     assert proxy_ports
     assert metrics_ports
     assert len(proxy_ports) == len(metrics_ports)
+
+
+@pytest.fixture
+def isolated_main(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """cli.main configures logging for the whole process; keep that out of the other tests."""
+    monkeypatch.setattr(obs_logging, "configure", lambda **_: None)
+    root = logging.getLogger()
+    level = root.level
+    yield
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("isolated_main")
+def test_an_unusable_kubeconfig_ends_run_with_one_clear_line_and_status_1(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    missing = tmp_path / "nope"
+    status = cli.main(["run", "--kubeconfig", str(missing), "--metrics-port", "0", "--report-port", "0"])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.strip() == f"queue-autoscaler run: kubeconfig {missing}: no such file: {missing}"
+
+
+@pytest.mark.usefixtures("isolated_main")
+def test_lag_without_a_bootstrap_says_which_flag_is_missing_and_exits_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("QUEUE_AUTOSCALER_KAFKA_BOOTSTRAP", raising=False)
+    status = cli.main(["lag", "--group", "g"])
+    assert status == 2
+    assert "--bootstrap: required" in capsys.readouterr().err
