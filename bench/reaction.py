@@ -49,11 +49,11 @@ from tests.stack import (
     delete_topics,
     deployment,
     python_container,
+    target_annotations,
     wait_last_active,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PREFIX = "queue-autoscaler.dev/"
 MEASURED = "measured"
 
 
@@ -63,14 +63,6 @@ def sleeper(name: str) -> dict[str, Any]:
     container["command"] = [container["command"][0], "-c", "import time; time.sleep(3600)"]
     container["args"] = []
     return container
-
-
-def notes(**annotations: str) -> dict[str, str]:
-    return {PREFIX + k.replace("_", "-"): v for k, v in annotations.items()}
-
-
-def logged(process: Process, event: str) -> list[dict[str, Any]]:
-    return [e for e in process.logs() if e.get("event") == event and e.get("deployment") == MEASURED]
 
 
 def at(entry: dict[str, Any]) -> float:
@@ -84,7 +76,7 @@ async def wait_for(
     deadline = time.monotonic() + timeout
     while True:
         process.assert_alive()
-        found = [e for e in logged(process, event) if all(e.get(k) == v for k, v in match.items())]
+        found = process.logged(event, deployment=MEASURED, **match)
         if len(found) >= count:
             return found[count - 1]
         if time.monotonic() > deadline:
@@ -137,7 +129,7 @@ async def measure(
                 MEASURED,
                 sleeper(MEASURED),
                 replicas=0,
-                annotations=notes(
+                annotations=target_annotations(
                     kafka_group=group,
                     kafka_topics=topic,
                     lag_per_replica="10",
@@ -150,7 +142,7 @@ async def measure(
                     f"idle-{i:03d}",
                     sleeper(f"idle-{i:03d}"),
                     replicas=0,
-                    annotations=notes(
+                    annotations=target_annotations(
                         kafka_group=f"{group}-idle-{i:03d}",
                         kafka_topics=empty,
                         offset_reset_policy="earliest",

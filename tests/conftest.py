@@ -24,6 +24,7 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
 
 # --- the devstack -------------------------------------------------------------------------------------------
 import contextlib  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 from kubernetes_asyncio import client as kube_client  # noqa: E402
 from kubernetes_asyncio import config as kube_config  # noqa: E402
@@ -31,6 +32,7 @@ from kubernetes_asyncio.client.exceptions import ApiException  # noqa: E402
 
 from devstack import stack as devstack_stack  # noqa: E402
 from devstack.config import layout as devstack_layout  # noqa: E402
+from tests.controller import Process, controller  # noqa: E402
 from tests.stack import Devstack, unique  # noqa: E402
 
 
@@ -65,3 +67,14 @@ async def namespace(kube: kube_client.ApiClient) -> AsyncIterator[str]:
     yield name
     with contextlib.suppress(ApiException):
         await core.delete_namespace(name)
+
+
+@pytest.fixture
+async def running_controller(devstack: Devstack, namespace: str, tmp_path: Path) -> AsyncIterator[Process]:
+    """A real controller process for the test's namespace, stopped (SIGTERM, then SIGKILL) afterwards."""
+    process = controller(devstack, tmp_path / "controller.log", namespaces=[namespace]).start()
+    try:
+        await process.wait_port("metrics")
+        yield process
+    finally:
+        process.stop()

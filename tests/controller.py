@@ -49,6 +49,14 @@ class Process:
                     continue
         return entries
 
+    def logged(self, event: str, **fields: object) -> list[dict[str, Any]]:
+        """The JSON log entries of ``event`` whose fields have the given values."""
+        return [
+            e
+            for e in self.logs()
+            if e.get("event") == event and all(e.get(k) == v for k, v in fields.items())
+        ]
+
     def port(self, name: str) -> int:
         """The port a 'listening' log line reported for ``name`` (e.g. metrics, reports, proxy)."""
         for entry in self.logs():

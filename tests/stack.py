@@ -318,3 +318,24 @@ async def create_deployments(api: client.ApiClient, namespace: str, manifests: S
             await apps.create_namespaced_deployment(namespace, manifest)
 
     await asyncio.gather(*(one(m) for m in manifests))
+
+
+ANNOTATION_PREFIX = "queue-autoscaler.dev/"
+
+
+def target_annotations(**annotations: str) -> dict[str, str]:
+    """queue-autoscaler annotations from keyword arguments: ``lag_per_replica="100"`` ->
+    ``queue-autoscaler.dev/lag-per-replica: "100"``."""
+    return {ANNOTATION_PREFIX + key.replace("_", "-"): value for key, value in annotations.items()}
+
+
+def kafka_worker(devstack: Devstack, name: str, topic: str, group: str, *, rate: float) -> dict[str, Any]:
+    """A container consuming ``topic`` in ``group`` at ``rate`` records per second per replica."""
+    args = ["--bootstrap", devstack.kafka_pod_bootstrap, "--topic", topic, "--group", group]
+    return python_container(name, "devstack.workers.kafka_worker", [*args, "--rate", str(rate)])
+
+
+async def spec_replicas(api: client.ApiClient, namespace: str, name: str) -> int:
+    """spec.replicas as the scale subresource reports it."""
+    scale = await client.AppsV1Api(api).read_namespaced_deployment_scale(name, namespace)
+    return int(scale.spec.replicas or 0)

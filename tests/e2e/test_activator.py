@@ -30,6 +30,7 @@ from tests.stack import (
     python_container,
     ready_endpoints,
     service,
+    target_annotations,
     unique,
 )
 
@@ -104,7 +105,7 @@ def worker_deployment(
     notes = {
         PREFIX + "http-service": WORKER,
         PREFIX + "http-port": "8080",
-        **{PREFIX + k.replace("_", "-"): v for k, v in annotations.items()},
+        **target_annotations(**annotations),
     }
     return deployment(WORKER, container, replicas=0, annotations=notes)
 
@@ -124,16 +125,10 @@ async def create_worker(
     )
 
 
-def logged(process: Process, event: str, **fields: object) -> list[dict[str, Any]]:
-    return [
-        e for e in process.logs() if e.get("event") == event and all(e.get(k) == v for k, v in fields.items())
-    ]
-
-
 async def wait_logged(process: Process, event: str, *, timeout: float = 30, **fields: object) -> None:
     async def probe() -> list[dict[str, Any]]:
         process.assert_alive()
-        return logged(process, event, **fields)
+        return process.logged(event, **fields)
 
     await eventually(probe, bool, timeout=timeout, what=f"{event!r} {fields} in {process.log_path.name}")
 
@@ -226,7 +221,7 @@ async def test_fifty_concurrent_requests_wake_the_deployment_once_and_are_all_an
             warm = await asyncio.gather(*(send(session, stack) for _ in range(50)))
         pods = await pods_of(kube, namespace)
         events = await events_of(kube, namespace, WORKER)
-        scaled = logged(stack.controller, "scaled", namespace=namespace, deployment=WORKER)
+        scaled = stack.controller.logged("scaled", namespace=namespace, deployment=WORKER)
 
     assert len(cold) == 50
     assert len(warm) == 50
@@ -329,9 +324,9 @@ async def test_sigterm_drains_the_buffered_requests_to_the_woken_pod_and_exits_0
     assert refused.status == 503
     assert refused.headers["Retry-After"] == "1"
     assert b"shutting down" in refused.body
-    (draining,) = logged(stack.activator, "draining")
+    (draining,) = stack.activator.logged("draining")
     assert draining["held"] == 10
-    (stopped,) = logged(stack.activator, "activator stopped")
+    (stopped,) = stack.activator.logged("activator stopped")
     assert stopped["left_unanswered"] == 0
     assert stopped["drain_timed_out"] is False
     print(f"\ndrain: {draining} -> {stopped}")

@@ -8,7 +8,6 @@ Each test runs ``queue-autoscaler run`` as a process watching its own namespace,
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,27 +25,17 @@ from tests.stack import (
     deployment,
     events_of,
     eventually,
+    kafka_worker,
     produce,
     python_container,
+    spec_replicas,
+    target_annotations,
     unique,
 )
 
 pytestmark = pytest.mark.devstack
 PREFIX = "queue-autoscaler.dev/"
 LAST_ACTIVE = PREFIX + "last-active"
-
-
-def annotated(group: str, **annotations: str) -> dict[str, str]:
-    return {
-        PREFIX + "kafka-group": group,
-        **{PREFIX + k.replace("_", "-"): v for k, v in annotations.items()},
-    }
-
-
-def worker(devstack: Devstack, name: str, topic: str, group: str, *, rate: float) -> dict[str, Any]:
-    """A real consumer of ``topic`` in ``group``, processing ``rate`` records per second."""
-    args = ["--bootstrap", devstack.kafka_pod_bootstrap, "--topic", topic, "--group", group]
-    return python_container(name, "devstack.workers.kafka_worker", [*args, "--rate", str(rate)])
 
 
 def sleeper(name: str) -> dict[str, Any]:
@@ -57,18 +46,9 @@ def sleeper(name: str) -> dict[str, Any]:
     return container
 
 
-async def spec_replicas(api: client.ApiClient, namespace: str, name: str) -> int:
-    scale = await client.AppsV1Api(api).read_namespaced_deployment_scale(name, namespace)
-    return int(scale.spec.replicas or 0)
-
-
 async def annotations_of(api: client.ApiClient, namespace: str, name: str) -> dict[str, str]:
     found = await client.AppsV1Api(api).read_namespaced_deployment(name, namespace)
     return dict(found.metadata.annotations or {})
-
-
-def entries(process: Process, event: str, name: str) -> list[dict[str, Any]]:
-    return [e for e in process.logs() if e.get("event") == event and e.get("deployment") == name]
 
 
 def logged_at(entry: dict[str, Any]) -> datetime:
@@ -102,33 +82,22 @@ def problems_logged(process: Process) -> list[dict[str, Any]]:
     return [e for e in process.logs() if e.get("level") in ("error", "critical") or "exception" in e]
 
 
-@pytest.fixture
-async def started(devstack: Devstack, namespace: str, tmp_path: Path) -> AsyncIterator[Process]:
-    """A controller for the test's namespace, stopped (SIGTERM, then SIGKILL) afterwards."""
-    process = controller(devstack, tmp_path / "controller.log", namespaces=[namespace]).start()
-    try:
-        await process.wait_port("metrics")
-        yield process
-    finally:
-        process.stop()
-
-
 async def test_a_kafka_outage_holds_the_replicas_with_one_warning_and_decisions_resume_when_it_returns(
-    devstack: Devstack, kube: client.ApiClient, namespace: str, started: Process
+    devstack: Devstack, kube: client.ApiClient, namespace: str, running_controller: Process
 ) -> None:
     apps = client.AppsV1Api(kube)
     topic, group, name = unique("outage"), unique("workers"), "worker"
     await create_topic(devstack.kafka_bootstrap, topic, 6)
     await produce(devstack.kafka_bootstrap, topic, 290, partitions=6)
-    notes = annotated(
-        group,
+    notes = target_annotations(
+        kafka_group=group,
         kafka_topics=topic,
         lag_per_replica="100",
         offset_reset_policy="earliest",
         scale_down_window="10m",
     )
     # One record per second per worker: the backlog outlasts the test, so the 3 replicas stay wanted.
-    container = worker(devstack, name, topic, group, rate=1)
+    container = kafka_worker(devstack, name, topic, group, rate=1)
     await apps.create_namespaced_deployment(
         namespace, deployment(name, container, replicas=0, annotations=notes)
     )
@@ -145,16 +114,16 @@ async def test_a_kafka_outage_holds_the_replicas_with_one_warning_and_decisions_
             timeout=20,
             what="a LagUnavailable event",
         )
-        await wait_ticks(started, 4)
+        await wait_ticks(running_controller, 4)
         held = await spec_replicas(kube, namespace, name)
-        during = entries(started, "decision", name)
+        during = running_controller.logged("decision", deployment=name)
         warnings = await reasons(kube, namespace, name, "LagUnavailable")
     finally:
         # Others share the broker: bring it back whatever happened above.
         await asyncio.to_thread(broker.resume, layout)
         await asyncio.to_thread(broker.wait_ready, layout, timeout=120)
 
-    assert held == 3, started.tail()
+    assert held == 3, running_controller.tail()
     assert during[-1]["rule"] == "hold-unreadable", during[-1]
     assert during[-1]["desired"] == 3
     assert len(warnings) == 1, warnings
@@ -162,14 +131,16 @@ async def test_a_kafka_outage_holds_the_replicas_with_one_warning_and_decisions_
     assert "cannot be read" in warnings[0]["note"]
 
     readable = await eventually(
-        lambda: asyncio.sleep(0, entries(started, "lag readable again", name)),
+        lambda: asyncio.sleep(0, running_controller.logged("lag readable again", deployment=name)),
         bool,
         timeout=60,
         what="the lag to be readable again",
     )
     since = logged_at(readable[0])
     after = await eventually(
-        lambda: asyncio.sleep(0, [d for d in entries(started, "decision", name) if logged_at(d) >= since]),
+        lambda: asyncio.sleep(
+            0, [d for d in running_controller.logged("decision", deployment=name) if logged_at(d) >= since]
+        ),
         bool,
         timeout=10,
         what="a decision on readable lag",
@@ -178,7 +149,7 @@ async def test_a_kafka_outage_holds_the_replicas_with_one_warning_and_decisions_
     assert after[0]["rule"] != "hold-unreadable"
     assert after[0]["lag"] > 0
     assert len(await reasons(kube, namespace, name, "LagUnavailable")) == 1
-    started.assert_alive()
+    running_controller.assert_alive()
 
 
 async def test_a_controller_killed_during_the_idle_countdown_scales_to_zero_on_the_original_schedule(
@@ -188,8 +159,8 @@ async def test_a_controller_killed_during_the_idle_countdown_scales_to_zero_on_t
     topic, group, name = unique("idle"), unique("workers"), "idle"
     await create_topic(devstack.kafka_bootstrap, topic, 1)
     await produce(devstack.kafka_bootstrap, topic, 5, partitions=1)
-    notes = annotated(
-        group,
+    notes = target_annotations(
+        kafka_group=group,
         kafka_topics=topic,
         lag_per_replica="10",
         offset_reset_policy="earliest",
@@ -203,9 +174,12 @@ async def test_a_controller_killed_during_the_idle_countdown_scales_to_zero_on_t
     second = controller(devstack, tmp_path / "second.log", namespaces=[namespace], identity="second")
     try:
         await eventually(
-            lambda: asyncio.sleep(0, entries(first, "decision", name)), bool, timeout=30, what="a decision"
+            lambda: asyncio.sleep(0, first.logged("decision", deployment=name)),
+            bool,
+            timeout=30,
+            what="a decision",
         )
-        assert entries(first, "decision", name)[0]["lag"] == 5
+        assert first.logged("decision", deployment=name)[0]["lag"] == 5
         assert LAST_ACTIVE not in await annotations_of(kube, namespace, name)
 
         await commit(devstack.kafka_bootstrap, group, topic, {0: 5})  # the work is done: the target idles
@@ -224,14 +198,17 @@ async def test_a_controller_killed_during_the_idle_countdown_scales_to_zero_on_t
         )
         first.kill()
         assert await spec_replicas(kube, namespace, name) == 1
-        assert not entries(first, "scaled", name)
+        assert not first.logged("scaled", deployment=name)
 
         second.start()
         await eventually(
             lambda: spec_replicas(kube, namespace, name), lambda n: n == 0, timeout=30, what="zero replicas"
         )
         scaled = await eventually(
-            lambda: asyncio.sleep(0, entries(second, "scaled", name)), bool, timeout=5, what="a scaled log"
+            lambda: asyncio.sleep(0, second.logged("scaled", deployment=name)),
+            bool,
+            timeout=5,
+            what="a scaled log",
         )
         to_zero = await eventually(
             lambda: reasons(kube, namespace, name, "ScaledToZero"), bool, timeout=10, what="ScaledToZero"
@@ -253,13 +230,15 @@ async def test_a_controller_killed_during_the_idle_countdown_scales_to_zero_on_t
 
 
 async def test_a_bad_annotation_gets_one_warning_naming_it_and_leaves_replicas_until_it_is_fixed(
-    devstack: Devstack, kube: client.ApiClient, namespace: str, started: Process
+    devstack: Devstack, kube: client.ApiClient, namespace: str, running_controller: Process
 ) -> None:
     apps = client.AppsV1Api(kube)
     topic, group, name = unique("bad"), unique("workers"), "bad"
     await create_topic(devstack.kafka_bootstrap, topic, 6)
     await produce(devstack.kafka_bootstrap, topic, 40, partitions=6)
-    notes = annotated(group, kafka_topics=topic, lag_per_replica="abc", offset_reset_policy="earliest")
+    notes = target_annotations(
+        kafka_group=group, kafka_topics=topic, lag_per_replica="abc", offset_reset_policy="earliest"
+    )
     await apps.create_namespaced_deployment(
         namespace, deployment(name, sleeper(name), replicas=2, annotations=notes)
     )
@@ -270,13 +249,13 @@ async def test_a_bad_annotation_gets_one_warning_naming_it_and_leaves_replicas_u
         timeout=30,
         what="an InvalidAnnotations event",
     )
-    await wait_ticks(started, 5)
+    await wait_ticks(running_controller, 5)
     warnings = await reasons(kube, namespace, name, "InvalidAnnotations")
     assert len(warnings) == 1, warnings
     assert warnings[0]["type"] == "Warning"
     assert "lag-per-replica='abc'" in warnings[0]["note"]
     assert await spec_replicas(kube, namespace, name) == 2
-    assert not entries(started, "decision", name)
+    assert not running_controller.logged("decision", deployment=name)
 
     await apps.patch_namespaced_deployment(
         name, namespace, {"metadata": {"annotations": {PREFIX + "lag-per-replica": "10"}}}
@@ -284,22 +263,25 @@ async def test_a_bad_annotation_gets_one_warning_naming_it_and_leaves_replicas_u
     await eventually(
         lambda: spec_replicas(kube, namespace, name), lambda n: n == 4, timeout=15, what="4 replicas"
     )
-    decided = entries(started, "decision", name)
+    decided = running_controller.logged("decision", deployment=name)
     assert decided[0]["lag"] == 40
     assert decided[0]["rule"] == "scale-up"
     assert [e["reason"] for e in await events_of(kube, namespace, name)] == ["InvalidAnnotations", "ScaledUp"]
 
 
 async def test_a_deployment_deleted_while_it_is_scaled_leaves_the_controller_scaling_its_neighbour(
-    devstack: Devstack, kube: client.ApiClient, namespace: str, started: Process
+    devstack: Devstack, kube: client.ApiClient, namespace: str, running_controller: Process
 ) -> None:
     apps = client.AppsV1Api(kube)
     doomed_topic, survivor_topic = unique("doomed"), unique("survivor")
     for topic in (doomed_topic, survivor_topic):
         await create_topic(devstack.kafka_bootstrap, topic, 6)
     for name, topic in (("doomed", doomed_topic), ("survivor", survivor_topic)):
-        notes = annotated(
-            unique(name), kafka_topics=topic, lag_per_replica="100", offset_reset_policy="earliest"
+        notes = target_annotations(
+            kafka_group=unique(name),
+            kafka_topics=topic,
+            lag_per_replica="100",
+            offset_reset_policy="earliest",
         )
         await apps.create_namespaced_deployment(
             namespace, deployment(name, sleeper(name), replicas=0, annotations=notes)
@@ -313,7 +295,9 @@ async def test_a_deployment_deleted_while_it_is_scaled_leaves_the_controller_sca
     # controller has decided it, while that patch is being sent.
     await produce(devstack.kafka_bootstrap, doomed_topic, 300, partitions=6)
     await eventually(
-        lambda: asyncio.sleep(0, [d for d in entries(started, "decision", "doomed") if d["desired"] == 6]),
+        lambda: asyncio.sleep(
+            0, [d for d in running_controller.logged("decision", deployment="doomed") if d["desired"] == 6]
+        ),
         bool,
         timeout=15,
         interval=0.002,
@@ -322,13 +306,13 @@ async def test_a_deployment_deleted_while_it_is_scaled_leaves_the_controller_sca
     await apps.delete_namespaced_deployment("doomed", namespace)
 
     await eventually(
-        lambda: asyncio.sleep(0, entries(started, "target gone", "doomed")),
+        lambda: asyncio.sleep(0, running_controller.logged("target gone", deployment="doomed")),
         bool,
         timeout=15,
         what="the controller to forget the deleted target",
     )
-    started.assert_alive()
-    port = await started.wait_port("metrics")
+    running_controller.assert_alive()
+    port = await running_controller.wait_port("metrics")
     assert await get_status(f"http://127.0.0.1:{port}/healthz") == 200
 
     await produce(devstack.kafka_bootstrap, survivor_topic, 150, partitions=6)
@@ -336,7 +320,7 @@ async def test_a_deployment_deleted_while_it_is_scaled_leaves_the_controller_sca
         lambda: spec_replicas(kube, namespace, "survivor"), lambda n: n == 2, timeout=15, what="2 replicas"
     )
     assert [e["reason"] for e in await events_of(kube, namespace, "survivor")] == ["ActivatedFromZero"]
-    await wait_ticks(started, 2)
-    started.assert_alive()
+    await wait_ticks(running_controller, 2)
+    running_controller.assert_alive()
     assert await get_status(f"http://127.0.0.1:{port}/healthz") == 200
-    assert problems_logged(started) == [], started.tail()
+    assert problems_logged(running_controller) == [], running_controller.tail()

@@ -32,7 +32,16 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from tests.controller import Process, controller
-from tests.stack import Devstack, create_topic, deployment, events_of, eventually, produce, unique
+from tests.stack import (
+    Devstack,
+    create_topic,
+    deployment,
+    events_of,
+    eventually,
+    produce,
+    spec_replicas,
+    unique,
+)
 
 pytestmark = pytest.mark.devstack
 
@@ -117,11 +126,6 @@ def sleeper(name: str) -> dict[str, Any]:
         "image": "devstack/python",
         "command": [sys.executable, "-c", "import time; time.sleep(3600)"],
     }
-
-
-async def spec_replicas(api: client.ApiClient, namespace: str, name: str) -> int:
-    scale = await client.AppsV1Api(api).read_namespaced_deployment_scale(name, namespace)
-    return int(scale.spec.replicas or 0)
 
 
 def scale_patches(process: Process) -> list[dict[str, Any]]:

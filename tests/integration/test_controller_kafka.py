@@ -9,14 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
 
-from tests.controller import Process, controller, queue_autoscaler
+from tests.controller import Process, queue_autoscaler
 from tests.stack import (
     Devstack,
     consume_and_commit,
@@ -25,51 +23,26 @@ from tests.stack import (
     events_of,
     eventually,
     kafka_tool_describe,
+    kafka_worker,
     produce,
-    python_container,
+    spec_replicas,
+    target_annotations,
     unique,
 )
 
 pytestmark = pytest.mark.devstack
-PREFIX = "queue-autoscaler.dev/"
 
 
 def worker_deployment(
     devstack: Devstack, name: str, topic: str, group: str, *, rate: float, **annotations: str
 ) -> dict[str, Any]:
-    container = python_container(
-        name,
-        "devstack.workers.kafka_worker",
-        [
-            "--bootstrap",
-            devstack.kafka_pod_bootstrap,
-            "--topic",
-            topic,
-            "--group",
-            group,
-            "--rate",
-            str(rate),
-        ],
-    )
-    notes = {PREFIX + k.replace("_", "-"): v for k, v in annotations.items()}
-    return deployment(name, container, replicas=0, annotations={PREFIX + "kafka-group": group, **notes})
-
-
-@pytest.fixture
-async def running_controller(devstack: Devstack, namespace: str, tmp_path: Path) -> AsyncIterator[Process]:
-    process = controller(devstack, tmp_path / "controller.log", namespaces=[namespace]).start()
-    await process.wait_port("metrics")
-    yield process
-    process.stop()
-
-
-async def spec_replicas(api: client.ApiClient, namespace: str, name: str) -> int:
-    scale = await client.AppsV1Api(api).read_namespaced_deployment_scale(name, namespace)
-    return int(scale.spec.replicas or 0)
+    container = kafka_worker(devstack, name, topic, group, rate=rate)
+    notes = target_annotations(kafka_group=group, **annotations)
+    return deployment(name, container, replicas=0, annotations=notes)
 
 
 def decisions(process: Process, name: str) -> list[dict[str, Any]]:
-    return [e for e in process.logs() if e.get("event") == "decision" and e.get("deployment") == name]
+    return process.logged("decision", deployment=name)
 
 
 async def test_lag_scales_a_deployment_up_from_zero_caps_at_partitions_and_returns_to_zero(
