@@ -25,7 +25,6 @@ from autoscaler import errors, settings
 from autoscaler.activator import endpoints, proxy, routing, server
 from autoscaler.control import loop as control_loop
 from autoscaler.control import reports
-from autoscaler.kafka import offsets, table
 from autoscaler.kube import client as kube_client
 from autoscaler.kube import endpointslices, leases, scaling, targets
 from autoscaler.model import TargetKey
@@ -33,6 +32,7 @@ from autoscaler.observability import http as obs_http
 from autoscaler.observability import logging as obs_logging
 from autoscaler.observability.metrics import ControllerMetrics
 from autoscaler.policy import decide as policy_decide
+from autoscaler.sources.kafka import offsets, table
 
 log = structlog.get_logger("autoscaler")
 REPORT_URL_ANNOTATION = "queue-autoscaler.dev/report-url"

@@ -49,8 +49,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
-from autoscaler.kafka import offsets
 from autoscaler.observability import logging as obs_logging
+from autoscaler.sources.kafka import offsets
 
 RESULTS = Path(__file__).resolve().parent / "results"
 API_NAMES = {

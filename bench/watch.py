@@ -46,10 +46,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from autoscaler import errors
-from autoscaler.kafka.offsets import GroupQuery, OffsetReader, ReaderSettings
 from autoscaler.observability import logging as obs_logging
 from autoscaler.policy import annotations as policy_annotations
 from autoscaler.policy import lag as policy_lag
+from autoscaler.sources.kafka.offsets import GroupQuery, OffsetReader, ReaderSettings
 
 PREFIX = "queue-autoscaler.dev/"
 REPORTING_CONTROLLER = "queue-autoscaler.dev/controller"

@@ -9,9 +9,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from autoscaler.errors import GroupError, KafkaError, KafkaUnavailable
-from autoscaler.kafka import offsets, table
-from autoscaler.kafka.offsets import GroupOffsets, GroupQuery, OffsetReader, ReaderPool
 from autoscaler.model import PartitionOffsets
+from autoscaler.sources.kafka import offsets, table
+from autoscaler.sources.kafka.offsets import GroupOffsets, GroupQuery, OffsetReader, ReaderPool
 from tests.stack import (
     Devstack,
     commit,

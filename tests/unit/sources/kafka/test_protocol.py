@@ -7,7 +7,7 @@ import struct
 import pytest
 from aiokafka.protocol.metadata import MetadataRequest_v5, MetadataResponse_v5
 
-from autoscaler.kafka import protocol
+from autoscaler.sources.kafka import protocol
 
 BROKER_4_3 = {2: (1, 11), 3: (0, 13), 9: (1, 10), 10: (0, 6)}
 

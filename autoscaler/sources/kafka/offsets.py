@@ -26,8 +26,8 @@ from prometheus_client import CollectorRegistry, Counter
 from tenacity.stop import stop_base
 
 from autoscaler.errors import GroupError, KafkaError, KafkaUnavailable, PartitionError
-from autoscaler.kafka import protocol
 from autoscaler.model import PartitionOffsets, TopicPartition
+from autoscaler.sources.kafka import protocol
 
 log = structlog.get_logger(__name__)
 

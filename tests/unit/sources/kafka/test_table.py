@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from autoscaler.kafka import table
 from autoscaler.model import PartitionOffsets
+from autoscaler.sources.kafka import table
 
 
 def test_the_table_lists_partitions_sorted_with_dashes_for_unknown_values_and_a_total() -> None:

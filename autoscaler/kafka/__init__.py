@@ -1,1 +1,0 @@
-"""kafka layer of queue-autoscaler (see DESIGN.md)."""
