@@ -110,7 +110,7 @@ def test_the_wheel_holds_the_package_with_its_typing_marker_and_the_console_scri
     import zipfile
 
     names = zipfile.ZipFile(installed.wheel).namelist()
-    assert "autoscaler/cli.py" in names
+    assert "autoscaler/cli/__init__.py" in names
     assert "autoscaler/py.typed" in names
     assert not [n for n in names if n.startswith(("tests/", "devstack/", "bench/"))]
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))

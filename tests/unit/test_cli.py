@@ -15,6 +15,8 @@ from prometheus_client import CollectorRegistry
 from autoscaler import cli
 from autoscaler.activator import metrics as activator_metrics
 from autoscaler.activator import reporter, server
+from autoscaler.cli import activator as cli_activator
+from autoscaler.cli import controller as cli_controller
 from autoscaler.control import reports
 from autoscaler.model import ConcurrencyReport, TargetConcurrency, TargetKey
 from autoscaler.observability import logging as obs_logging
@@ -35,7 +37,7 @@ async def test_an_activator_reporting_to_the_url_the_leader_publishes_reaches_th
     received: list[ConcurrencyReport] = []
     app = reports.build_app(token="s3cret", on_report=received.append, is_leader=lambda: True)
     async with helpers.running(app) as port:
-        published = cli.published_report_url(None, pod_ip="127.0.0.1", port=port)
+        published = cli_controller.published_report_url(None, pod_ip="127.0.0.1", port=port)
         pusher = reporter.Reporter(
             url=published,
             token="s3cret",
@@ -62,14 +64,14 @@ async def test_an_activator_reporting_to_the_url_the_leader_publishes_reaches_th
 def test_the_published_report_url_names_the_report_endpoint_unless_a_path_is_configured(
     configured: str | None, pod_ip: str, expected: str
 ) -> None:
-    assert cli.published_report_url(configured, pod_ip=pod_ip, port=8081) == expected
+    assert cli_controller.published_report_url(configured, pod_ip=pod_ip, port=8081) == expected
 
 
 def test_listening_ports_split_the_proxy_sockets_from_the_metrics_sockets() -> None:
     two_families = [("::", 41001, 0, 0), ("0.0.0.0", 41002), ("::", 42001, 0, 0), ("0.0.0.0", 42002)]
-    assert cli.listening_ports(two_families) == ([41001, 41002], [42001, 42002])
-    assert cli.listening_ports([("127.0.0.1", 41001), ("127.0.0.1", 42001)]) == ([41001], [42001])
-    assert cli.listening_ports([("127.0.0.1", 41001)]) == ([41001], [])
+    assert cli_activator.listening_ports(two_families) == ([41001, 41002], [42001, 42002])
+    assert cli_activator.listening_ports([("127.0.0.1", 41001), ("127.0.0.1", 42001)]) == ([41001], [42001])
+    assert cli_activator.listening_ports([("127.0.0.1", 41001)]) == ([41001], [])
 
 
 async def test_on_every_interface_the_ports_said_to_be_the_proxy_and_the_metrics_ones_really_are() -> None:
@@ -89,7 +91,7 @@ async def test_on_every_interface_the_ports_said_to_be_the_proxy_and_the_metrics
     )
     try:
         addresses = await asyncio.wait_for(listening, 5)
-        proxy_ports, metrics_ports = cli.listening_ports(addresses)
+        proxy_ports, metrics_ports = cli_activator.listening_ports(addresses)
         loopback = {a[1]: "[::1]" if len(a) == 4 else "127.0.0.1" for a in addresses}
         async with aiohttp.ClientSession() as session:
             for port in metrics_ports:

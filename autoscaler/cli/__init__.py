@@ -1,0 +1,93 @@
+"""``queue-autoscaler``: argument parsing and wiring only.
+
+Subcommands: ``run`` (the controller, wired in ``cli.controller``), ``activator`` (the HTTP buffer and
+proxy, ``cli.activator``) and the one-shot ``decide`` and ``lag`` (``cli.oneshot``). The modules here parse
+flags and connect the library's parts; the behaviour lives in the packages they wire.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from autoscaler import errors, settings
+from autoscaler.cli import activator, controller, oneshot
+from autoscaler.cli.oneshot import EXIT_INVALID as EXIT_INVALID
+from autoscaler.observability import logging as obs_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="queue-autoscaler",
+        description="Scale Kubernetes worker Deployments on queue depth (Kafka consumer-group lag and "
+        "requests held by the activator), to and from zero. Every flag also reads QUEUE_AUTOSCALER_<FLAG>.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser(
+        "run",
+        help="run the controller",
+        description="Watch annotated Deployments, read their lag every tick in batched requests, "
+        "decide and patch their scale subresource.",
+    )
+    settings.add_controller_flags(run)
+    activator = sub.add_parser(
+        "activator",
+        help="run the activator (HTTP/CloudEvents buffer and proxy)",
+        description="Route requests by Host to annotated Deployments, hold them while the target has no "
+        "ready endpoint, wake it at once, forward when a pod is ready.",
+    )
+    settings.add_activator_flags(activator)
+    sub.add_parser(
+        "decide",
+        help="explain one decision: JSON document on stdin, decision on stdout",
+        description=oneshot.DECIDE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    lag = sub.add_parser(
+        "lag",
+        help="show a consumer group's lag per partition, like kafka-consumer-groups --describe",
+        description="Read one consumer group's committed offsets and its partitions' end and start offsets "
+        "with the same batched reads the controller uses.",
+    )
+    lag.add_argument("--group", required=True, help="consumer group")
+    lag.add_argument(
+        "--topic", action="append", default=[], help="topic (repeatable); default: every committed topic"
+    )
+    lag.add_argument(
+        "--bootstrap",
+        default=settings.env_default("--kafka-bootstrap", None),
+        help="bootstrap servers (default $QUEUE_AUTOSCALER_KAFKA_BOOTSTRAP)",
+    )
+    lag.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    one_shot = args.command in ("decide", "lag")
+    obs_logging.configure(log_format="console" if one_shot else "auto", level="warning")
+    if one_shot:  # the command's own message says what failed; the libraries' retries are noise here
+        logging.getLogger().setLevel(logging.CRITICAL)
+    try:
+        if args.command == "decide":
+            return oneshot.cmd_decide()
+        if args.command == "lag":
+            return asyncio.run(oneshot.cmd_lag(args))
+        if args.command == "run":
+            return controller.run_controller(settings.controller_settings(args))
+        return activator.run_activator(settings.activator_settings(args))
+    except errors.SettingsError as exc:
+        print(f"queue-autoscaler {args.command}: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except errors.AutoscalerError as exc:  # Kafka or Kubernetes unreachable or refusing at start-up
+        print(f"queue-autoscaler {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
