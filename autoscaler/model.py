@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from enum import StrEnum
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -130,20 +131,95 @@ class Observation:
     concurrency: int | None = None
 
 
+class Rule(StrEnum):
+    """What set a decision's replica count; the values are the words logs, Events and ``decide`` print."""
+
+    PAUSED_REPLICAS = "paused-replicas"
+    PAUSED = "paused"
+    ACTIVATE = "activate"
+    SCALE_UP = "scale-up"
+    SCALE_DOWN_WINDOW = "scale-down-window"
+    SCALE_TO_ZERO = "scale-to-zero"
+    HOLD = "hold"
+    HOLD_UNREADABLE = "hold-unreadable"
+    FALLBACK = "fallback"
+    CLAMP_MIN = "clamp-min"
+    CLAMP_MAX = "clamp-max"
+
+
+class Source(StrEnum):
+    """A kind of backlog a target scales on."""
+
+    KAFKA = "kafka"
+    HTTP = "http"
+
+
+class Cap(StrEnum):
+    """What limited a Kafka source's replica count below ceil(lag / lag-per-replica), or spread it."""
+
+    PARTITIONS = "partitions"
+    PARTITIONS_WITH_LAG = "partitions with lag"
+    EVEN_DISTRIBUTION = "even-partition-distribution"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceReading:
+    """One source's part of one decision: its backlog and the replicas it asks for.
+
+    ``error`` is None when the source was read and says why otherwise (then the other numbers are 0).
+    ``backlog`` counts toward activation (Kafka: lag including persistent lag; HTTP: in-flight + queued);
+    ``sizing_backlog`` toward the replica count (Kafka leaves out persistent lag). ``needed`` is
+    ceil(sizing_backlog / per_replica) and ``replicas`` the count after the source's ``cap``. The source
+    has work when ``backlog`` > ``activation``. ``partitions`` is the Kafka partition count.
+    """
+
+    source: Source
+    error: str | None = None
+    backlog: int = 0
+    sizing_backlog: int = 0
+    per_replica: int = 1
+    needed: int = 0
+    replicas: int = 0
+    activation: int = 0
+    cap: Cap | None = None
+    partitions: int = 0
+
+    @property
+    def readable(self) -> bool:
+        return self.error is None
+
+    @property
+    def active(self) -> bool:
+        return self.error is None and self.backlog > self.activation
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """The replica count a target should have, and why.
+    """The replica count a target should have, what set it, and the numbers behind it.
 
     ``total_lag`` is the Kafka lag including persistent lag (0 without Kafka or when unreadable). ``rule``
-    is a stable identifier of what set the count: ``paused-replicas``, ``paused``, ``activate``,
-    ``scale-up``, ``scale-down-window``, ``scale-to-zero``, ``hold``, ``hold-unreadable``, ``fallback``,
-    ``clamp-min`` or ``clamp-max``. ``reason`` is one sentence with the numbers behind it. ``idle_since``
+    says what set the count; ``proposed``/``proposed_rule`` are the count and rule before the
+    min/max-replicas clamp (equal to ``desired_replicas``/``rule`` when nothing was clamped). ``idle_since``
     is the start of the current idle run (None while active): the value to persist as ``last-active``.
+    ``idle_for`` is how long the target has been idle, ``window_max`` the highest count seen within
+    ``scale_down_window``, ``scale_to_zero_after`` None when min-replicas > 0 (no idle timer).
+    ``policy.reasons.explain`` renders all this as one English sentence.
     """
 
     desired_replicas: int
     total_lag: int
     active: bool
-    reason: str
-    rule: str
+    rule: Rule
     idle_since: datetime | None
+    current_replicas: int = 0
+    readings: tuple[SourceReading, ...] = ()
+    proposed: int = 0
+    proposed_rule: Rule = Rule.HOLD
+    idle_for: timedelta | None = None
+    window_max: int = 0
+    scale_down_window: timedelta = timedelta(0)
+    scale_to_zero_after: timedelta | None = None
+
+    @property
+    def all_readable(self) -> bool:
+        return all(reading.readable for reading in self.readings)

@@ -20,7 +20,7 @@ import structlog
 from autoscaler import errors
 from autoscaler.model import ConcurrencyReport, Decision, Observation, PartitionOffsets, TargetKey
 from autoscaler.observability.metrics import ControllerMetrics
-from autoscaler.policy import annotations, decide
+from autoscaler.policy import annotations, decide, reasons
 from autoscaler.policy.annotations import ScalingPolicy
 
 log = structlog.get_logger(__name__)
@@ -344,8 +344,8 @@ class ControlLoop:
                 deployment=key.name,
                 current=info.replicas,
                 desired=decision.desired_replicas,
-                rule=decision.rule,
-                reason=decision.reason,
+                rule=str(decision.rule),
+                reason=reasons.explain(decision),
                 lag=decision.total_lag,
                 concurrency=concurrency,
                 partitions=None if memory.last_partitions is None else len(memory.last_partitions),
@@ -388,7 +388,7 @@ class ControlLoop:
                         reason=reason,
                         action="Scale",
                         message=f"{current} -> {decision.desired_replicas} replicas ({decision.rule}): "
-                        f"{decision.reason}",
+                        f"{reasons.explain(decision)}",
                     )
                     current = decision.desired_replicas
                     # A decision made while this patch was in flight (a poke, a tick) is applied right away.
