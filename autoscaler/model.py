@@ -1,10 +1,34 @@
-"""Value types shared by every layer. Frozen, hashable, free of I/O."""
+"""Value types shared by every layer, and the contract's vocabulary. Frozen, hashable, free of I/O."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Final
+
+# --- the contract's vocabulary: each word defined here once -------------------------------------------------
+
+PREFIX: Final = "queue-autoscaler.dev/"
+"""The prefix of every annotation the product reads or writes."""
+LAST_ACTIVE_ANNOTATION: Final = PREFIX + "last-active"
+"""Written by the controller on a target: when it last had work (RFC 3339)."""
+REPORT_URL_ANNOTATION: Final = PREFIX + "report-url"
+"""Written by the controller leader on its Lease: where activators POST their reports."""
+REPORT_PATH: Final = "/v1/reports"
+"""The path of the controller's report endpoint."""
+
+
+class EventReason(StrEnum):
+    """The ``reason`` of every Kubernetes Event the controller writes on a target."""
+
+    SCALED_UP = "ScaledUp"
+    SCALED_DOWN = "ScaledDown"
+    SCALED_TO_ZERO = "ScaledToZero"
+    ACTIVATED_FROM_ZERO = "ActivatedFromZero"
+    INVALID_ANNOTATIONS = "InvalidAnnotations"
+    LAG_UNAVAILABLE = "LagUnavailable"
+    NO_LONGER_A_TARGET = "NoLongerATarget"
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -19,7 +19,7 @@ import structlog
 from autoscaler import errors
 from autoscaler.control.ports import GroupRead, GroupResult, LagSource, Scaler, TargetInfo, TargetSource
 from autoscaler.control.worker import Inputs, TargetWorker
-from autoscaler.model import ConcurrencyReport, TargetKey
+from autoscaler.model import ConcurrencyReport, EventReason, TargetKey
 from autoscaler.observability.log_events import ControlLog
 from autoscaler.observability.metrics import ControllerMetrics
 from autoscaler.policy import annotations
@@ -285,12 +285,15 @@ class ControlLoop:
         if self._invalid.get(key) == problems:
             return
         self._invalid[key] = problems
-        self._metrics.errors.labels("InvalidAnnotations").inc()
+        self._metrics.errors.labels(EventReason.INVALID_ANNOTATIONS).inc()
         log.warning(
             ControlLog.ANNOTATIONS_INVALID, namespace=key.namespace, deployment=key.name, problems=str(error)
         )
         self._send_event(
-            info, type="Warning", reason="InvalidAnnotations", message=f"replicas left untouched: {error}"
+            info,
+            type="Warning",
+            reason=EventReason.INVALID_ANNOTATIONS,
+            message=f"replicas left untouched: {error}",
         )
 
     def _send_event(self, info: TargetInfo, *, type: str, reason: str, message: str) -> None:

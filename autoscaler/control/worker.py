@@ -18,7 +18,7 @@ import structlog
 
 from autoscaler import errors
 from autoscaler.control.ports import EventSender, Scaler, TargetInfo
-from autoscaler.model import Decision, Observation, PartitionOffsets, TargetKey
+from autoscaler.model import Decision, EventReason, Observation, PartitionOffsets, TargetKey
 from autoscaler.observability.log_events import ControlLog
 from autoscaler.observability.metrics import ControllerMetrics
 from autoscaler.policy import decide, reasons
@@ -76,13 +76,13 @@ class TargetWorker:
         """New inputs: the worker decides on them as soon as it is free (at once when idle)."""
         previous = self._inputs
         if inputs.policy.uses_kafka and inputs.partitions is None and inputs.kafka_error is not None:
-            self._metrics.errors.labels("LagUnavailable").inc()
+            self._metrics.errors.labels(EventReason.LAG_UNAVAILABLE).inc()
             if previous is None or previous.kafka_error is None:
                 self._log.warning(ControlLog.LAG_UNAVAILABLE, error=inputs.kafka_error)
                 self._send_event(
                     inputs.info,
                     type="Warning",
-                    reason="LagUnavailable",
+                    reason=EventReason.LAG_UNAVAILABLE,
                     message=f"holding replicas while consumer-group lag cannot be read: {inputs.kafka_error}",
                 )
         elif previous is not None and previous.kafka_error is not None and inputs.kafka_error is None:
@@ -194,11 +194,11 @@ class TargetWorker:
         )
 
 
-def _event_reason(current: int, desired: int) -> tuple[str, str]:
+def _event_reason(current: int, desired: int) -> tuple[EventReason, str]:
     if current == 0:
-        return "ActivatedFromZero", "from-zero"
+        return EventReason.ACTIVATED_FROM_ZERO, "from-zero"
     if desired == 0:
-        return "ScaledToZero", "to-zero"
+        return EventReason.SCALED_TO_ZERO, "to-zero"
     if desired > current:
-        return "ScaledUp", "up"
-    return "ScaledDown", "down"
+        return EventReason.SCALED_UP, "up"
+    return EventReason.SCALED_DOWN, "down"

@@ -62,6 +62,8 @@ class KubeLog:
     """kube/: watches, scaling writes, Events, leases."""
 
     PREFIX: Final = "kube"
+    LEADER_URL_UNREADABLE: Final = "kube.leader-url.unreadable"
+    LEADER_URL_CHANGED: Final = "kube.leader-url.changed"
 
 
 # ---------------------------------------------------------------------------------------------------------
