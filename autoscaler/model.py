@@ -69,10 +69,15 @@ class PartitionOffsets:
 
 @dataclass(frozen=True, slots=True)
 class TargetConcurrency:
-    """Requests an activator holds for one target: forwarded and not yet answered, and still queued."""
+    """Requests an activator holds for one target: forwarded and not yet answered, and still queued; and
+    what happened within the report's window (since the previous report): requests ``started`` and the
+    ``peak`` of in-flight + queued. A request that starts and ends between two reports shows only there.
+    """
 
     in_flight: int
     queued: int
+    started: int = 0
+    peak: int = 0
 
     @property
     def total(self) -> int:
@@ -95,7 +100,8 @@ class ConcurrencyReport:
         return {
             "activator": self.activator,
             "targets": {
-                str(key): {"in_flight": c.in_flight, "queued": c.queued} for key, c in self.targets.items()
+                str(key): {"in_flight": c.in_flight, "queued": c.queued, "started": c.started, "peak": c.peak}
+                for key, c in self.targets.items()
             },
             "cold": sorted(str(key) for key in self.cold),
         }
@@ -116,17 +122,26 @@ class ConcurrencyReport:
             key = parse_target_key(raw_key)
             if not isinstance(raw_value, dict):
                 raise ValueError(f"report.targets[{raw_key!r}] must be an object")
-            in_flight, queued = raw_value.get("in_flight"), raw_value.get("queued")
-            if not (
-                isinstance(in_flight, int) and isinstance(queued, int) and in_flight >= 0 and queued >= 0
-            ):
-                raise ValueError(f"report.targets[{raw_key!r}] needs non-negative integers in_flight, queued")
-            targets[key] = TargetConcurrency(in_flight=in_flight, queued=queued)
+            # started and peak are absent from the reports of older activators: 0.
+            counts: list[int] = []
+            for name, optional in _REPORT_COUNTS:
+                n = raw_value.get(name, 0 if optional else None)
+                if not (isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2**63):
+                    raise ValueError(
+                        f"report.targets[{raw_key!r}] needs non-negative integers in_flight, queued "
+                        "(and optional started, peak)"
+                    )
+                counts.append(n)
+            in_flight, queued, started, peak = counts
+            targets[key] = TargetConcurrency(in_flight=in_flight, queued=queued, started=started, peak=peak)
         raw_cold = doc.get("cold", [])
         if not isinstance(raw_cold, list):
             raise ValueError("report.cold must be a list")
         cold = frozenset(parse_target_key(item) for item in raw_cold)
         return cls(activator=activator, targets=targets, cold=cold)
+
+
+_REPORT_COUNTS = (("in_flight", False), ("queued", False), ("started", True), ("peak", True))
 
 
 def parse_target_key(text: object) -> TargetKey:
@@ -147,12 +162,16 @@ class Observation:
     for targets without Kafka. ``concurrency`` is the activators' in-flight + queued total for the target, or
     None when there is no report: for a target with ``http-service`` that is missing data and is held like
     unreadable lag, so pass 0 when the activators report and hold nothing for the target.
+    ``requests_started`` and ``peak_concurrency`` are what the activators saw since the previous decision:
+    a request that came and went between two reports still counts as activity.
     """
 
     current_replicas: int
     partitions: tuple[PartitionOffsets, ...] | None
     kafka_error: str | None = None
     concurrency: int | None = None
+    requests_started: int = 0
+    peak_concurrency: int = 0
 
 
 class Rule(StrEnum):
@@ -194,7 +213,8 @@ class SourceReading:
     ``backlog`` counts toward activation (Kafka: lag including persistent lag; HTTP: in-flight + queued);
     ``sizing_backlog`` toward the replica count (Kafka leaves out persistent lag). ``needed`` is
     ceil(sizing_backlog / per_replica) and ``replicas`` the count after the source's ``cap``. The source
-    has work when ``backlog`` > ``activation``. ``partitions`` is the Kafka partition count.
+    has work when ``backlog`` > ``activation``, or when work came and went since the previous reading
+    (HTTP: ``started`` requests, ``peak`` concurrency). ``partitions`` is the Kafka partition count.
     """
 
     source: Source
@@ -207,6 +227,8 @@ class SourceReading:
     activation: int = 0
     cap: Cap | None = None
     partitions: int = 0
+    started: int = 0
+    peak: int = 0
 
     @property
     def readable(self) -> bool:
@@ -214,7 +236,8 @@ class SourceReading:
 
     @property
     def active(self) -> bool:
-        return self.error is None and self.backlog > self.activation
+        """Work now (backlog above activation), or work that came and went since the previous reading."""
+        return self.error is None and (self.backlog > self.activation or self.started > 0 or self.peak > 0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,15 +36,28 @@ def _wall_clock() -> datetime:
 
 @dataclass
 class _Reports:
-    """Latest concurrency report of each activator replica, with when it arrived (loop time)."""
+    """Latest concurrency report of each activator replica, with when it arrived (loop time); and per
+    target, the requests started and the peak concurrency of every report window since they were taken."""
 
     by_activator: dict[str, tuple[float, ConcurrencyReport]] = field(default_factory=dict)
+    windows: dict[TargetKey, tuple[int, int]] = field(default_factory=dict)
+
+    def add(self, report: ConcurrencyReport, *, now: float) -> None:
+        self.by_activator[report.activator] = (now, report)
+        for key, counts in report.targets.items():
+            if counts.started or counts.peak:
+                started, peak = self.windows.get(key, (0, 0))
+                self.windows[key] = (started + counts.started, max(peak, counts.peak))
 
     def concurrency(self, key: TargetKey, *, now: float, fresh_for: float) -> int | None:
         fresh = [report for at, report in self.by_activator.values() if now - at <= fresh_for]
         if not fresh:
             return None
         return sum(r.targets[key].total for r in fresh if key in r.targets)
+
+    def take_window(self, key: TargetKey) -> tuple[int, int]:
+        """(requests started, peak concurrency) reported for ``key`` since the previous call."""
+        return self.windows.pop(key, (0, 0))
 
 
 class ControlLoop:
@@ -90,7 +103,7 @@ class ControlLoop:
 
     # --- inputs from the activators --------------------------------------------------------------------
     def report(self, report: ConcurrencyReport) -> None:
-        self._reports.by_activator[report.activator] = (asyncio.get_running_loop().time(), report)
+        self._reports.add(report, now=asyncio.get_running_loop().time())
         for key in report.cold:
             self.poke(key)
 
@@ -167,6 +180,7 @@ class ControlLoop:
             self._invalid.pop(key, None)
             reading = readings.get(key)
             failed = isinstance(reading, errors.KafkaError)
+            started, peak = self._reports.take_window(key) if policy.uses_http else (0, 0)
             self._worker(key, policy).post(
                 Inputs(
                     info=snapshot[key],
@@ -174,6 +188,8 @@ class ControlLoop:
                     partitions=None if isinstance(reading, errors.KafkaError) else reading,
                     kafka_error=str(reading) if failed else None,
                     concurrency=self._concurrency(key, policy, loop_now),
+                    started=started,
+                    peak=peak,
                     tick=self.ticks,
                 )
             )
@@ -193,7 +209,9 @@ class ControlLoop:
                 continue
             policy = self._policy(info)
             if isinstance(policy, ScalingPolicy):
-                self._worker(key, policy).poke(info, policy, self._concurrency(key, policy, loop_now))
+                started, peak = self._reports.take_window(key)
+                concurrency = self._concurrency(key, policy, loop_now)
+                self._worker(key, policy).poke(info, policy, concurrency, started=started, peak=peak)
 
     # --- per target ---------------------------------------------------------------------------------------
     def _concurrency(self, key: TargetKey, policy: ScalingPolicy, loop_now: float) -> int | None:

@@ -36,6 +36,8 @@ class Inputs:
     partitions: tuple[PartitionOffsets, ...] | None = None
     kafka_error: str | None = None
     concurrency: int | None = None
+    started: int = 0
+    peak: int = 0
     poked: bool = False
     tick: int = 0
 
@@ -60,6 +62,7 @@ class TargetWorker:
         self._state = decide.DecisionState.initial(policy.last_active)
         self._persisted_last_active = policy.last_active
         self._inputs: Inputs | None = None
+        self._decided_on: Inputs | None = None
         self._observed = 0.0
         self._wake = asyncio.Event()
         self._closing = False
@@ -87,16 +90,28 @@ class TargetWorker:
                 )
         elif previous is not None and previous.kafka_error is not None and inputs.kafka_error is None:
             self._log.info(ControlLog.LAG_RECOVERED)
-        self._inputs = inputs
+        self._inputs = self._carry_window(inputs)
         self._observed = time.perf_counter()
         self._wake.set()
 
-    def poke(self, info: TargetInfo, policy: ScalingPolicy, concurrency: int | None) -> None:
+    def poke(
+        self, info: TargetInfo, policy: ScalingPolicy, concurrency: int | None, *, started: int, peak: int
+    ) -> None:
         """A request waits for this target: decide now with the last Kafka reading and this concurrency."""
         base = self._inputs if self._inputs is not None else Inputs(info, policy)
-        self._inputs = replace(base, info=info, policy=policy, concurrency=concurrency, poked=True)
+        update = replace(
+            base, info=info, policy=policy, concurrency=concurrency, started=started, peak=peak, poked=True
+        )
+        self._inputs = self._carry_window(update)
         self._observed = time.perf_counter()
         self._wake.set()
+
+    def _carry_window(self, inputs: Inputs) -> Inputs:
+        """Requests seen in report windows not decided on yet add up: activity is never lost to coalescing."""
+        pending = self._inputs
+        if pending is None or self._decided_on is pending or not (pending.started or pending.peak):
+            return inputs
+        return replace(inputs, started=inputs.started + pending.started, peak=max(inputs.peak, pending.peak))
 
     def close(self) -> None:
         """Finish the write in flight, if any, then stop."""
@@ -113,6 +128,7 @@ class TargetWorker:
             await self._step(self._inputs, self._observed)
 
     async def _step(self, inputs: Inputs, observed: float) -> None:
+        self._decided_on = inputs
         info, policy = inputs.info, inputs.policy
         current = self._current(info.replicas)
         concurrency = inputs.concurrency
@@ -123,6 +139,8 @@ class TargetWorker:
             partitions=inputs.partitions if policy.uses_kafka else None,
             kafka_error=inputs.kafka_error,
             concurrency=concurrency,
+            requests_started=inputs.started,
+            peak_concurrency=inputs.peak,
         )
         started = time.perf_counter()
         decision, self._state = decide.decide(policy, observation, self._state, self._wall_clock())

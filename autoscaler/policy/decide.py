@@ -169,6 +169,8 @@ def _http(policy: ScalingPolicy, observation: Observation) -> SourceReading | No
         per_replica=per_replica,
         needed=needed,
         replicas=needed,
+        started=observation.requests_started,
+        peak=observation.peak_concurrency,
     )
 
 

@@ -53,6 +53,11 @@ def _source_activity(reading: SourceReading) -> str:
     if reading.source is Source.KAFKA:
         sign = ">" if reading.active else "<="
         return f"activation lag {reading.backlog} {sign} activation-lag {reading.activation}"
+    if reading.backlog == 0 and reading.active:
+        return (
+            f"concurrency 0 now but {_plural(reading.started, 'request')} started "
+            f"(peak {reading.peak}) since the last reading"
+        )
     return f"concurrency {reading.backlog} {'>' if reading.active else '='} 0"
 
 

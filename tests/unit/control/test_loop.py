@@ -509,3 +509,58 @@ async def test_stopping_the_loop_lets_a_patch_in_flight_finish() -> None:
 
     assert scaler.patches == [(key, 3)]
     assert [e[2] for e in scaler.events] == ["ScaledUp"]
+
+
+# --- activity between reports ---------------------------------------------------------------------------
+
+
+@dataclass
+class SteadyTraffic:
+    """An activator with one short request every ``every`` seconds, reporting every second.
+
+    Like ``activator.buffer``: a report holds the in-flight count at its instant and, for its window since
+    the previous report, the requests started and the peak in flight.
+    """
+
+    key: TargetKey
+    in_flight: int = 0
+    started: int = 0
+    peak: int = 0
+
+    async def requests(self, *, count: int, every: float, lasting: float) -> None:
+        for _ in range(count):
+            self.in_flight += 1
+            self.started += 1
+            self.peak = max(self.peak, self.in_flight)
+            await asyncio.sleep(lasting)
+            self.in_flight -= 1
+            await asyncio.sleep(every - lasting)
+
+    async def reports(self, loop: ControlLoop) -> None:
+        while True:
+            counts = TargetConcurrency(self.in_flight, 0, started=self.started, peak=self.peak)
+            loop.report(ConcurrencyReport("a1", {self.key: counts}))
+            self.started, self.peak = 0, self.in_flight
+            await asyncio.sleep(1.0)
+
+
+async def test_steady_light_http_traffic_never_scales_to_zero_between_requests() -> None:
+    targets, lag = FakeTargets(), FakeLag()
+    scaler = FakeScaler(targets)
+    key = targets.put("web", 1, http_service="web", scale_to_zero_after="30s")
+    loop, _ = make_loop(targets, lag, scaler)
+    traffic = SteadyTraffic(key)
+
+    async with running(loop), asyncio.TaskGroup() as activator:
+        await until(0.5)  # reports fall between ticks, requests between reports
+        reporting = activator.create_task(traffic.reports(loop))
+        await until(0.8)
+        # 30 requests, one every 2 s, 50 ms each: no report ever sees one in flight.
+        await activator.create_task(traffic.requests(count=30, every=2.0, lasting=0.05))
+        last_request = asyncio.get_running_loop().time() - 2.0
+        assert scaler.patches == []  # 0 scale-downs while the traffic lasted
+        await until(last_request + 33.0)  # then idle: to zero after scale-to-zero-after
+        reporting.cancel()
+
+    assert scaler.patches == [(key, 0)]
+    assert [e[2] for e in scaler.events] == ["ScaledToZero"]

@@ -388,6 +388,19 @@ def test_http_scales_to_zero_after_no_requests_for_scale_to_zero_after() -> None
     assert run.tick(None, at=seconds(301), concurrency=0).desired_replicas == 0
 
 
+def test_a_request_that_started_and_ended_between_reports_is_activity() -> None:
+    run = http(scale_to_zero_after="30s")
+    run.replicas = 1
+    run.tick(None, concurrency=0)
+    assert run.state.idle_since == NOW
+    observation = Observation(1, None, concurrency=0, requests_started=1, peak_concurrency=1)
+    decision, run.state = decide(run.policy, observation, run.state, NOW + seconds(29))
+    assert (decision.active, decision.idle_since, decision.desired_replicas) == (True, None, 1)
+    assert (
+        run.tick(None, at=seconds(31), concurrency=0).desired_replicas == 1
+    )  # the idle run restarted at 29 s
+
+
 def test_http_without_a_concurrency_report_holds() -> None:
     run = http()
     run.replicas = 3
