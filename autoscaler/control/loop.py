@@ -273,9 +273,12 @@ class ControlLoop:
         for key, policy in policies.items():
             if policy.kafka_group is None:
                 continue
-            bootstrap = (
-                ",".join(policy.kafka_bootstrap) if policy.kafka_bootstrap else self._default_bootstrap
-            )
+            # One batch per Kafka connection; kafka-bootstrap: that connection's settings, these brokers.
+            bootstrap: str | None = policy.kafka_connection
+            if policy.kafka_bootstrap:
+                bootstrap = f"{policy.kafka_connection}@{','.join(policy.kafka_bootstrap)}"
+            elif policy.kafka_connection == "default" and self._default_bootstrap is None:
+                bootstrap = None
             if bootstrap is None:
                 results[key] = errors.KafkaError(
                     "no Kafka bootstrap: set --kafka-bootstrap or the kafka-bootstrap annotation"
