@@ -10,10 +10,11 @@ import argparse
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from autoscaler import connections as connections_file
 from autoscaler.errors import SettingsError
 from autoscaler.kube import leases
 
@@ -87,6 +88,7 @@ class ControllerSettings:
     lease_duration: float = leases.LEASE_DURATION
     renew_deadline: float = leases.RENEW_DEADLINE
     retry_period: float = leases.RETRY_PERIOD
+    connections: connections_file.Connections = field(default_factory=connections_file.Connections.empty)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,14 +168,36 @@ def _token(args: argparse.Namespace) -> str | None:
     return os.environ.get(ENV_PREFIX + "REPORT_TOKEN") or None
 
 
+def add_connections_flags(
+    parser: argparse.ArgumentParser, *, bootstrap_flag: str = "--kafka-bootstrap"
+) -> None:
+    """``--connections FILE`` and the ``default`` Kafka connection's ``--kafka-bootstrap``."""
+    parser.add_argument(
+        "--connections",
+        default=env_default("--connections", None),
+        help="connections file (YAML): named Kafka, RabbitMQ, Redis and NATS servers with TLS and "
+        "credential files (env QUEUE_AUTOSCALER_CONNECTIONS)",
+    )
+    parser.add_argument(
+        bootstrap_flag,
+        dest="kafka_bootstrap",
+        default=env_default("--kafka-bootstrap", None),
+        help="bootstrap servers (host:port[,host:port]) of the 'default' Kafka connection, a PLAINTEXT "
+        "one, when the connections file does not define it (env QUEUE_AUTOSCALER_KAFKA_BOOTSTRAP)",
+    )
+
+
+def connections_settings(args: argparse.Namespace) -> connections_file.Connections:
+    """The connections file (every problem listed in one SettingsError) plus ``--kafka-bootstrap``."""
+    loaded = (
+        connections_file.load(args.connections) if args.connections else connections_file.Connections.empty()
+    )
+    return loaded.with_default_kafka(args.kafka_bootstrap or None)
+
+
 def add_controller_flags(parser: argparse.ArgumentParser) -> None:
     add_kube_flags(parser)
-    parser.add_argument(
-        "--kafka-bootstrap",
-        default=env_default("--kafka-bootstrap", None),
-        help="default Kafka bootstrap servers (host:port[,host:port]) for targets without a kafka-bootstrap "
-        "annotation",
-    )
+    add_connections_flags(parser)
     parser.add_argument(
         "--interval", default=env_default("--interval", "1"), help="seconds between ticks (default 1)"
     )
@@ -256,6 +280,7 @@ def controller_settings(args: argparse.Namespace) -> ControllerSettings:
         lease_duration=lease_duration,
         renew_deadline=renew_deadline,
         retry_period=retry_period,
+        connections=connections_settings(args),
     )
 
 

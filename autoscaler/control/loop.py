@@ -293,8 +293,14 @@ class ControlLoop:
         return results
 
     def _kafka_cluster(self, policy: ScalingPolicy) -> str | None:
-        """The key Kafka reads are batched by: the target's bootstrap addresses, or the default ones."""
-        return ",".join(policy.kafka_bootstrap) if policy.kafka_bootstrap else self._default_bootstrap
+        """The key Kafka reads are batched by: the target's Kafka connection name, or
+        ``<connection>@<brokers>`` when a kafka-bootstrap annotation names the brokers (that connection's
+        TLS and credentials, these brokers); None when the default connection has no bootstrap."""
+        if policy.kafka_bootstrap:
+            return f"{policy.kafka_connection}@{','.join(policy.kafka_bootstrap)}"
+        if policy.kafka_connection == "default" and self._default_bootstrap is None:
+            return None
+        return policy.kafka_connection
 
     # --- Events -------------------------------------------------------------------------------------------
     def _report_invalid(self, info: TargetInfo, error: errors.PolicyError) -> None:

@@ -44,6 +44,12 @@ class KafkaLog:
     """sources/kafka: batched offset reads, connections, coordinators."""
 
     PREFIX: Final = "kafka"
+    OFFSETS_READ: Final = "kafka.offsets.read"
+    METADATA_REFRESHED: Final = "kafka.metadata.refreshed"
+    REQUEST_RETRIED: Final = "kafka.request.retried"
+    CONNECTION_REFUSED: Final = "kafka.connection.refused"
+    CONNECTION_RENEWED: Final = "kafka.connection.renewed"
+    VERIFICATION_SKIPPED: Final = "kafka.verification.skipped"
 
 
 # ---------------------------------------------------------------------------------------------------------

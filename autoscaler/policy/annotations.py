@@ -65,6 +65,7 @@ class ScalingPolicy:
     cloudevents: bool
     cloudevents_types: frozenset[str] | None
     last_active: datetime | None = field(compare=False)
+    kafka_connection: str = "default"
 
     @property
     def uses_kafka(self) -> bool:
@@ -210,6 +211,12 @@ def _bootstrap(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
+def _connection_name(text: str) -> str:
+    if not re.fullmatch(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?", text):
+        raise _Invalid("a connection name from the connections file: lowercase letters, digits and '-'")
+    return text
+
+
 _DNS_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
 
 
@@ -242,6 +249,7 @@ _KEYS: dict[str, _Key] = {
     "kafka-topics": _Key(_topics, ()),
     "kafka-bootstrap": _Key(_bootstrap, None),
     "kafka-partitions": _Key(_partitions, None),
+    "kafka-connection": _Key(_connection_name, "default"),
     "lag-per-replica": _Key(_integer(1, _MAX_LAG), 10),
     "activation-lag": _Key(_integer(0, _MAX_LAG), 0),
     "min-replicas": _Key(_integer(0, _MAX_REPLICAS), 0),
