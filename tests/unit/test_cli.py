@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
+import io
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -188,3 +189,13 @@ def test_report_insecure_is_an_explicit_choice_and_a_token_needs_none(
     args = cli.build_parser().parse_args(["run", "--report-token-file", str(token)])
     secured = settings.controller_settings(args)
     assert (secured.report_token, secured.report_insecure) == ("s3cret", False)
+
+
+@pytest.mark.usefixtures("isolated_main")
+def test_decide_refuses_deeply_nested_json_with_one_line_and_status_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nested = ("[" * 100_000 + "]" * 100_000).encode()
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(nested)))
+    status = cli.main(["decide"])
+    assert (status, capsys.readouterr().err) == (2, "decide: stdin is JSON nested too deeply to read\n")
