@@ -85,6 +85,7 @@ class ControllerSettings:
     lease_namespace: str
     lease_name: str
     identity: str
+    report_insecure: bool = False
     lease_duration: float = leases.LEASE_DURATION
     renew_deadline: float = leases.RENEW_DEADLINE
     retry_period: float = leases.RETRY_PERIOD
@@ -215,6 +216,14 @@ def add_controller_flags(parser: argparse.ArgumentParser) -> None:
         help="port where activators POST concurrency reports (default 8081; 0 picks a free port)",
     )
     parser.add_argument(
+        "--report-insecure",
+        nargs="?",
+        const="true",
+        default=env_default("--report-insecure", "false"),
+        help="accept reports without a token (local use only: anyone who reaches the port can then scale "
+        "targets); without it the controller refuses to start when no report token is set",
+    )
+    parser.add_argument(
         "--report-url",
         default=env_default("--report-url", None),
         help="URL the activators should use to reach this replica when it leads "
@@ -263,6 +272,14 @@ def controller_settings(args: argparse.Namespace) -> ControllerSettings:
     if args.leader_election not in ("true", "false"):
         raise SettingsError(f"--leader-election={args.leader_election!r}: true or false")
     lease_duration, renew_deadline, retry_period = _lease_timing(args)
+    if args.report_insecure not in ("true", "false"):
+        raise SettingsError(f"--report-insecure={args.report_insecure!r}: true or false")
+    report_token, insecure = _token(args), args.report_insecure == "true"
+    if report_token is None and not insecure:
+        raise SettingsError(
+            "no report token: set --report-token-file (or QUEUE_AUTOSCALER_REPORT_TOKEN) so that only the "
+            "activators can report, or pass --report-insecure for local use"
+        )
     return ControllerSettings(
         kube=_kube(args),
         kafka_bootstrap=args.kafka_bootstrap or None,
@@ -270,7 +287,8 @@ def controller_settings(args: argparse.Namespace) -> ControllerSettings:
         metrics_host=args.metrics_host,
         metrics_port=_port("--metrics-port", args.metrics_port),
         report_port=_port("--report-port", args.report_port),
-        report_token=_token(args),
+        report_token=report_token,
+        report_insecure=insecure,
         report_url=args.report_url,
         log_format=_log_format(args.log_format),
         leader_election=args.leader_election == "true",

@@ -23,20 +23,17 @@ Reads one JSON object on stdin and writes the decision on stdout; it is the func
         "state": {...}}
 
 Annotation keys may be given with or without the queue-autoscaler.dev/ prefix. committed/end may be null
-(no committed offset / partition absent from the end offsets); "partitions" null means the lag could
-not be read. "now" defaults to the current time; "state" is the previous answer's state, to chain decisions.
-Invalid annotations: exit status 2 and every bad key with its value on stderr.
+(no committed offset / partition absent from the end offsets). A Kafka target needs "partitions": null
+means the lag could not be read. HTTP targets: "concurrency" (in-flight + queued), and optionally
+"requests_started" and "peak_concurrency" since the previous decision. "now" defaults to the current time;
+"state" is the previous answer's state, to chain decisions. Unknown keys, integers beyond int64 and JSON
+nested too deeply are refused. Invalid input: exit status 2 and, on stderr, every bad key with its value.
 """
 
 
 def cmd_decide() -> int:
     try:
-        doc = json.load(sys.stdin)
-    except json.JSONDecodeError as exc:
-        print(f"decide: stdin is not JSON: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    try:
-        answer = document.decide_document(doc, datetime.now(UTC))
+        answer = document.decide_document(document.load(sys.stdin.buffer.read()), datetime.now(UTC))
     except errors.PolicyError as exc:
         print("decide: invalid annotations:", file=sys.stderr)
         for problem in exc.problems:

@@ -6,7 +6,9 @@ the ``state`` a caller passes back to chain decisions. Pure: the CLI does the re
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+import json
+from collections.abc import Collection, Mapping
 from datetime import datetime
 
 from autoscaler.model import Observation, PartitionOffsets, TopicPartition
@@ -18,6 +20,45 @@ from autoscaler.policy.decide import DecisionState, decide
 
 class DocumentError(ValueError):
     """A ``queue-autoscaler decide`` document (or its state) is malformed; the message names the field."""
+
+
+INT64_MAX = 2**63 - 1
+DOCUMENT_KEYS = frozenset(
+    {
+        "annotations",
+        "current_replicas",
+        "partitions",
+        "now",
+        "state",
+        "concurrency",
+        "requests_started",
+        "peak_concurrency",
+        "kafka_error",
+    }
+)
+PARTITION_KEYS = frozenset({"topic", "partition", "committed", "end", "start"})
+STATE_KEYS = frozenset({"idle_since", "history", "committed"})
+COMMITTED_KEYS = frozenset({"topic", "partition", "offset"})
+
+
+def load(text: str | bytes) -> object:
+    """The JSON of a document; DocumentError for text that is not JSON or nests too deeply to read."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise DocumentError("stdin is JSON nested too deeply to read") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DocumentError(f"stdin is not JSON: {exc}") from None
+
+
+def _known(obj: Mapping[str, object], allowed: Collection[str], where: str) -> None:
+    """Refuses keys outside ``allowed``, suggesting the closest allowed one."""
+    for key in obj:
+        if key in allowed:
+            continue
+        close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(sorted(allowed))}"
+        raise DocumentError(f"{where}: unknown key {key!r}{hint}")
 
 
 def state_to_json(state: DecisionState) -> dict[str, object]:
@@ -35,6 +76,7 @@ def state_from_json(obj: object) -> DecisionState:
     """Parses what ``state_to_json`` wrote; raises DocumentError naming the malformed field."""
     if not isinstance(obj, Mapping):
         raise DocumentError("state must be an object")
+    _known(obj, STATE_KEYS, "state")
     raw_idle = obj.get("idle_since")
     idle_since = None if raw_idle is None else _time(raw_idle, "state.idle_since")
     history = []
@@ -49,6 +91,7 @@ def state_from_json(obj: object) -> DecisionState:
         where = f"state.committed[{i}]"
         if not isinstance(entry, Mapping):
             raise DocumentError(f"{where} must be an object with topic, partition, offset")
+        _known(entry, COMMITTED_KEYS, where)
         tp = TopicPartition(
             _topic(entry.get("topic"), f"{where}.topic"),
             _count(entry.get("partition"), f"{where}.partition"),
@@ -57,16 +100,19 @@ def state_from_json(obj: object) -> DecisionState:
     return DecisionState(idle_since=idle_since, history=tuple(history), committed=tuple(committed))
 
 
-def decide_document(doc: Mapping[str, object], now: datetime) -> dict[str, object]:
+def decide_document(doc: object, now: datetime) -> dict[str, object]:
     """Runs ``decide`` on a ``queue-autoscaler decide`` document (see DESIGN.md) and returns the answer.
 
     ``now`` is used when the document has no ``now``. Annotation keys may omit the ``queue-autoscaler.dev/``
     prefix. Besides the documented fields, ``concurrency`` (activator in-flight + queued, for HTTP targets)
-    and ``kafka_error`` are accepted; ``partitions`` absent or null means the lag could not be read.
+    with ``requests_started`` and ``peak_concurrency`` (what the activators saw since the previous decision),
+    and ``kafka_error`` are accepted. A Kafka target needs ``partitions``: null means the lag could not be
+    read. Unknown keys and integers beyond int64 are refused.
     Raises DocumentError (a ValueError) for a malformed document, PolicyError for invalid annotations.
     """
     if not isinstance(doc, Mapping):
         raise DocumentError("the document must be a JSON object")
+    _known(doc, DOCUMENT_KEYS, "document")
     raw_annotations = doc.get("annotations")
     if not isinstance(raw_annotations, Mapping):
         raise DocumentError("annotations: required, an object of annotation keys to string values")
@@ -80,11 +126,13 @@ def decide_document(doc: Mapping[str, object], now: datetime) -> dict[str, objec
     current = _count(doc["current_replicas"], "current_replicas")
     partitions = None if doc.get("partitions") is None else _partitions(doc["partitions"])
     concurrency = None if doc.get("concurrency") is None else _count(doc["concurrency"], "concurrency")
+    started = _count(doc.get("requests_started", 0), "requests_started")
+    peak = _count(doc.get("peak_concurrency", 0), "peak_concurrency")
     kafka_error = doc.get("kafka_error")
     if kafka_error is not None and not isinstance(kafka_error, str):
         raise DocumentError("kafka_error must be a string")
     if partitions is None and kafka_error is None:
-        kafka_error = "no partitions in the document"
+        kafka_error = "partitions is null in the document"
     if doc.get("now") is not None:
         now = _time(doc["now"], "now")
     raw_state = doc.get("state")
@@ -96,9 +144,21 @@ def decide_document(doc: Mapping[str, object], now: datetime) -> dict[str, objec
             f"annotations name neither {PREFIX}kafka-group nor {PREFIX}http-service: "
             "not a queue-autoscaler target"
         )
+    if policy.uses_kafka and "partitions" not in doc:
+        raise DocumentError(
+            "partitions: required for a Kafka target, a list of partition offsets, or null when the lag "
+            "could not be read"
+        )
     if state is None:
         state = DecisionState.initial(policy.last_active)
-    observation = Observation(current, partitions, kafka_error=kafka_error, concurrency=concurrency)
+    observation = Observation(
+        current,
+        partitions,
+        kafka_error=kafka_error,
+        concurrency=concurrency,
+        requests_started=started,
+        peak_concurrency=peak,
+    )
     decision, new_state = decide(policy, observation, state, now)
     return {
         "desired_replicas": decision.desired_replicas,
@@ -118,6 +178,7 @@ def _partitions(value: object) -> tuple[PartitionOffsets, ...]:
         where = f"partitions[{i}]"
         if not isinstance(entry, Mapping):
             raise DocumentError(f"{where} must be an object with topic, partition, committed, end")
+        _known(entry, PARTITION_KEYS, where)
         for required in ("topic", "partition", "committed", "end"):
             if required not in entry:
                 raise DocumentError(f"{where}.{required} is required (committed and end may be null)")
@@ -142,17 +203,26 @@ def _list(value: object, where: str) -> list[object]:
 
 
 def _count(value: object, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise DocumentError(f"{where} must be an integer >= 0, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT64_MAX:
+        raise DocumentError(
+            f"{where} must be an integer >= 0 and <= {INT64_MAX} (int64), got {_short(value)}"
+        )
     return value
 
 
 def _optional_count(value: object, where: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise DocumentError(f"{where} must be an integer >= 0 or null, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT64_MAX:
+        raise DocumentError(
+            f"{where} must be an integer >= 0 or null, at most {INT64_MAX} (int64), got {_short(value)}"
+        )
     return value
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _topic(value: object, where: str) -> str:

@@ -13,8 +13,12 @@ service accounts may do. Objects created here are deleted afterwards, cluster-sc
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import secrets
+import shutil
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -53,8 +57,8 @@ def kustomize(devstack: Devstack) -> Path:
     return binary
 
 
-async def render(kustomize: Path, directory: Path) -> list[Obj]:
-    done = await asyncio.to_thread(
+async def kustomize_build(kustomize: Path, directory: Path) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
         subprocess.run,
         [str(kustomize), "build", str(directory)],
         capture_output=True,
@@ -62,10 +66,30 @@ async def render(kustomize: Path, directory: Path) -> list[Obj]:
         timeout=60,
         check=False,
     )
+
+
+async def render(kustomize: Path, directory: Path, *, token: str = "test-token") -> list[Obj]:
+    """``kustomize build`` of a copy of ``directory``, after the install step that generates the token."""
+    with tempfile.TemporaryDirectory() as scratch:
+        copy = Path(scratch) / directory.name
+        shutil.copytree(directory, copy)
+        (copy / "report-token").write_text(token + "\n")
+        done = await kustomize_build(kustomize, copy)
     assert done.returncode == 0, f"kustomize build {directory} failed:\n{done.stderr}"
     objects = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
     assert all(isinstance(o, dict) for o in objects)
     return objects
+
+
+async def test_the_base_ships_no_token_and_renders_the_one_generated_at_install(kustomize: Path) -> None:
+    shipped = [doc for f in (MANIFESTS / "base").glob("*.yaml") for doc in yaml.safe_load_all(f.read_text())]
+    assert not [d for d in shipped if d and d.get("kind") == "Secret"]
+    token = secrets.token_hex(32)
+
+    (secret,) = [o for o in await render(kustomize, MANIFESTS / "base", token=token) if o["kind"] == "Secret"]
+
+    assert ident(secret) == ("Secret", NAMESPACE, TOKEN_SECRET)
+    assert base64.b64decode(secret["data"]["token"]).decode().strip() == token
 
 
 def ident(obj: Obj) -> tuple[str, str, str]:
