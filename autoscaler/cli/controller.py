@@ -22,7 +22,8 @@ from autoscaler.model import TargetKey
 from autoscaler.observability import http as obs_http
 from autoscaler.observability import logging as obs_logging
 from autoscaler.observability.metrics import ControllerMetrics
-from autoscaler.sources.kafka import offsets, pool as kafka_pool
+from autoscaler.sources.kafka import offsets
+from autoscaler.sources.kafka import pool as kafka_pool
 
 log = structlog.get_logger("autoscaler")
 REPORT_URL_ANNOTATION = "queue-autoscaler.dev/report-url"

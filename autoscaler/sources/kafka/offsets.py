@@ -178,6 +178,7 @@ class OffsetReader:
         self._stamp: tuple[object, ...] = ()
         self._refused: _Refused | None = None
         self._closed = False
+        self._opening: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._cache = ClusterCache(self.settings.metadata_max_age, self.settings.missing_topic_recheck)
         self._where = connection.describe(self.connection)
@@ -192,6 +193,10 @@ class OffsetReader:
         await self.close()
 
     async def close(self) -> None:
+        opening, self._opening = self._opening, None
+        if opening is not None and not opening.done():
+            opening.cancel()
+            await asyncio.gather(opening, return_exceptions=True)
         async with self._lock:
             self._closed = True
             await self._drop_client()
@@ -496,7 +501,23 @@ class OffsetReader:
         refused = self._refused
         if refused is not None and refused.stamp == stamp and self._now() < refused.retry_at:
             raise refused.error
+        # Shielded: a read cancelled by its caller's deadline leaves the handshake running for the next read
+        # (TLS and SASL handshakes can outlast a short tick), instead of starting it over every time.
+        if self._opening is None or self._opening.done():
+            self._opening = asyncio.create_task(
+                self._open(stamp, deadline), name=f"kafka connect {self._where}"
+            )
+            self._opening.add_done_callback(_retrieve)
+        await asyncio.shield(self._opening)
+
+    async def _open(self, stamp: tuple[object, ...], deadline: float) -> None:
         opts = connection.options(self.connection)
+        # A refused handshake is learnt from one connection of our own: aiokafka's bootstrap hides the reason.
+        reason = await connection.diagnose(
+            self.connection, opts, client_id=self.settings.client_id, timeout=self.settings.request_timeout
+        )
+        if reason is not None:
+            self._refuse(stamp, reason)
 
         async def attempt() -> bool:
             client = AIOKafkaClient(
@@ -513,7 +534,6 @@ class OffsetReader:
                 await client.bootstrap()
             except broker_errors.TRANSLATED as exc:
                 await client.close()
-                await self._refusal(opts, exc)
                 raise broker_errors.translate(exc, f"{self._where}: bootstrap") from exc
             except BaseException:
                 await client.close()
@@ -522,25 +542,20 @@ class OffsetReader:
             return True
 
         await self._until_settled(attempt, deadline)
-        self._stamp, self._refused = opts.stamp, None
+        self._stamp, self._refused = stamp, None
 
-    async def _refusal(self, opts: connection.Options, exc: BaseException) -> None:
-        """When the broker refuses the credentials or certificate: raise that, and back off."""
-        reason = await connection.diagnose(
-            self.connection, opts, client_id=self.settings.client_id, timeout=self.settings.request_timeout
-        )
-        if reason is None:
-            return
+    def _refuse(self, stamp: tuple[object, ...], reason: str) -> None:
+        """The broker refused the credentials or certificate: raise that, and back off until they change."""
         previous = self._refused
         backoff = (
             self.settings.refused_backoff
-            if previous is None or previous.stamp != opts.stamp
+            if previous is None or previous.stamp != stamp
             else min(previous.backoff * 2, self.settings.refused_backoff_max)
         )
         error = KafkaError(f"{self._where}: {reason}")
-        self._refused = _Refused(error, opts.stamp, self._now() + backoff, backoff)
+        self._refused = _Refused(error, stamp, self._now() + backoff, backoff)
         self._log.warning(KafkaLog.CONNECTION_REFUSED, reason=reason, retry_in=backoff)
-        raise error from exc
+        raise error
 
     def _any_node(self) -> int | str:
         """A broker for requests any broker answers (aiokafka names bootstrap-only nodes by strings)."""
@@ -576,6 +591,12 @@ class OffsetReader:
     @staticmethod
     def _now() -> float:
         return asyncio.get_running_loop().time()
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """A connection attempt whose reader stopped waiting: its error is reported by the next read."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _rows(
