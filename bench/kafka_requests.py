@@ -455,7 +455,7 @@ async def measure(
             captured(),
             _mine(proxy.counts, client_id),
         )
-        connections = len(getattr(reader._client, "_conns", {}))
+        connections = len(getattr(reader._link.client, "_conns", {}))
         partitions = len({(p.topic, p.partition) for r in result.values() if isinstance(r, tuple) for p in r})
     return Row(
         groups=len(queries),

@@ -288,7 +288,9 @@ async def test_a_refused_password_is_not_retried_until_the_file_changes_or_the_b
             for _ in range(3):
                 with pytest.raises(KafkaError, match="authentication failed") as refused:
                     await reader.read(queries=[query])
-        assert sum(reader.requests_by_api.values()) == 0  # refused at the handshake, then held by the back-off
+        assert (
+            sum(reader.requests_by_api.values()) == 0
+        )  # refused at the handshake, then held by the back-off
         assert [e["event"] for e in logs].count(KafkaLog.CONNECTION_REFUSED) == 1
         assert "connection 'scram'" in str(refused.value)
 
