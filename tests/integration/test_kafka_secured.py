@@ -20,7 +20,7 @@ from autoscaler.model import PartitionOffsets
 from autoscaler.observability.log_events import KafkaLog
 from autoscaler.sources.kafka import connection as kafka_connection
 from autoscaler.sources.kafka.offsets import GroupQuery, OffsetReader, ReaderSettings
-from devstack import certs
+from devstack import certs, kafka
 from devstack.config import DEVSTACK_DIR, KAFKA_USERS
 from tests.controller import Process, controller, queue_autoscaler
 from tests.stack import (
@@ -51,6 +51,13 @@ def _user(mechanism: str) -> tuple[str, str]:
 @pytest.fixture
 def connections_file(devstack: Devstack, tmp_path: Path) -> Iterator[Path]:
     """A connections file naming every secured listener, its password files in ``tmp_path``."""
+    if not kafka.ready(devstack.layout):
+        pytest.fail(
+            "the devstack broker does not listen on its SASL_SSL and SSL ports "
+            f"({devstack.layout.kafka_sasl_ssl_port}, {devstack.layout.kafka_ssl_port}): it was started by a "
+            "devstack without them; stop Kafka and run devstack/up",
+            pytrace=False,
+        )
     tls = certs.ensure(devstack.layout)
     scram_user, scram_password = _user("SCRAM-SHA-512")
     plain_user, plain_password = _user("PLAIN")
