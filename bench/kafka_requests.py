@@ -40,6 +40,7 @@ import socket
 import statistics
 import struct
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -507,7 +508,9 @@ def markdown(report: dict[str, Any], rows: Sequence[Row]) -> str:
     ]
     for row in rows:
         ours = f"{row.ours_total:g} ({_fmt(row.ours_per_read)})"
-        captured = f"{row.capture_total:g} ({_fmt(row.capture_per_read)})"
+        captured = (
+            f"{row.capture_total:g} ({_fmt(row.capture_per_read)})" if capture["enabled"] else "not counted"
+        )
         lines.append(
             f"| {row.groups:,} | {row.topics} | {row.partitions} | {ours} | {captured} "
             f"| {row.keda_model:,} | {row.read_ms_p50} |"
@@ -562,6 +565,21 @@ def markdown(report: dict[str, Any], rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+def devstack_sasl_ssl(scratch: Path) -> connections.KafkaConnection:
+    """The devstack broker's SASL_SSL listener as its SCRAM-SHA-512 user (password file in ``scratch``)."""
+    from devstack import certs
+    from devstack.config import KAFKA_USERS, layout
+
+    stack = layout()
+    user = next(u for u in KAFKA_USERS if u.mechanism == "SCRAM-SHA-512")
+    password = scratch / ".devstack-scram-password"
+    scratch.mkdir(parents=True, exist_ok=True)
+    password.write_text(user.password)
+    sasl = {"mechanism": user.mechanism, "username": user.name, "password-file": str(password)}
+    document = {"bootstrap": stack.kafka_sasl_ssl_bootstrap, "tls": {"ca-file": str(certs.ensure(stack).ca)}}
+    return connections.KafkaConnection.model_validate({"name": "sasl-ssl", **document, "sasl": sasl})
+
+
 async def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Row]]:
     counts = sorted({int(x) for x in args.groups.split(",")})
     run_id = uuid.uuid4().hex[:8]
@@ -573,6 +591,8 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Row]]:
     secured = (
         connections.load(args.connections).kafka_connection(args.connection) if args.connections else None
     )
+    if args.devstack_sasl_ssl:
+        secured = devstack_sasl_ssl(Path(tempfile.mkdtemp(prefix="bench-kafka-requests-")))
     if secured is not None:
         capture_reason = f"the reader talks {secured.security_protocol}: encrypted, nothing to parse"
     elif args.capture:
@@ -701,6 +721,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", action="store_true", help="keep the topics (and so the groups' offsets)")
     p.add_argument("--connections", default=None, help="connections file: read over a named connection")
     p.add_argument("--connection", default="default", help="the connection of --connections to read over")
+    p.add_argument(
+        "--devstack-sasl-ssl",
+        action="store_true",
+        help="read over the devstack broker's SASL_SSL listener (SCRAM-SHA-512 user, devstack CA)",
+    )
     p.add_argument("--out", default=str(RESULTS), help="results directory (default bench/results)")
     return p
 
@@ -711,7 +736,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     report, rows = asyncio.run(run(args))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = "kafka_requests" if not args.connections else f"kafka_requests_{args.connection}"
+    stem = "kafka_requests"
+    if args.devstack_sasl_ssl:
+        stem += "_sasl_ssl"
+    elif args.connections:
+        stem += f"_{args.connection}"
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / f"{stem}.md").write_text(markdown(report, rows))
     print(f"wrote {out / (stem + '.json')} and {out / (stem + '.md')}", file=sys.stderr)
