@@ -1,15 +1,13 @@
-"""The one-shot commands: ``decide`` (one decision, explained) and ``lag`` (a group's lag per partition)."""
+"""The one-shot ``decide`` command: one decision, explained (``lag`` lives in ``cli.lag``)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from datetime import UTC, datetime
 
 from autoscaler import errors
 from autoscaler.policy import document
-from autoscaler.sources.kafka import offsets, table
 
 EXIT_INVALID = 2
 
@@ -44,33 +42,4 @@ def cmd_decide() -> int:
         return EXIT_INVALID
     json.dump(answer, sys.stdout, indent=2)
     sys.stdout.write("\n")
-    return 0
-
-
-async def cmd_lag(args: argparse.Namespace) -> int:
-    if not args.bootstrap:
-        raise errors.SettingsError("--bootstrap: required (or set QUEUE_AUTOSCALER_KAFKA_BOOTSTRAP)")
-    query = offsets.GroupQuery(args.group, tuple(args.topic) or None)
-    async with offsets.OffsetReader(args.bootstrap) as reader:
-        outcome = (await reader.read(queries=[query]))[query]
-    if isinstance(outcome, errors.KafkaError):
-        raise outcome
-    if args.json:
-        rows = [
-            {
-                "topic": r.topic,
-                "partition": r.partition,
-                "committed": r.committed,
-                "end": r.end,
-                "start": r.start,
-                "lag": table.tool_lag(r),
-            }
-            for r in sorted(outcome, key=lambda r: (r.topic, r.partition))
-        ]
-        known = [row["lag"] for row in rows if isinstance(row["lag"], int)]
-        json.dump({"group": args.group, "partitions": rows, "total_lag": sum(known)}, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        print(f"GROUP {args.group}")
-        print(table.format_lag_table(outcome))
     return 0

@@ -40,6 +40,7 @@ NAMESPACE = "queue-autoscaler"
 CONTROLLER_SA = f"system:serviceaccount:{NAMESPACE}:queue-autoscaler-controller"
 ACTIVATOR_SA = f"system:serviceaccount:{NAMESPACE}:queue-autoscaler-activator"
 TOKEN_SECRET = "queue-autoscaler-report-token"
+CONNECTIONS_SECRET = "queue-autoscaler-connections"
 RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
 
 Obj = dict[str, Any]
@@ -263,10 +264,40 @@ async def test_the_base_and_the_examples_render_with_kustomize_into_namespaced_l
         assert any(k.startswith("queue-autoscaler.dev/") for k in obj["metadata"]["annotations"]), ident(obj)
 
 
+async def test_the_secured_kafka_overlay_mounts_the_connections_file_from_its_secret_by_name(
+    kustomize: Path,
+) -> None:
+    objects = await render(kustomize, MANIFESTS / "examples" / "secured-kafka")
+    secrets = [
+        o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"].startswith(CONNECTIONS_SECRET)
+    ]
+    assert len(secrets) == 1
+    secret = secrets[0]
+    assert secret["metadata"]["namespace"] == NAMESPACE
+    assert set(secret["data"]) == {"connections.yaml", "payments-ca.pem", "payments-password"}
+    document = yaml.safe_load(base64.b64decode(secret["data"]["connections.yaml"]))
+    payments = document["kafka"]["payments"]
+    assert payments["sasl"]["password-file"] == "/etc/queue-autoscaler/payments-password"
+    assert payments["tls"]["ca-file"] == "/etc/queue-autoscaler/payments-ca.pem"
+
+    controller = next(
+        o for o in objects if ident(o) == ("Deployment", NAMESPACE, "queue-autoscaler-controller")
+    )
+    pod = controller["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["connections"]["secret"]["secretName"] == secret["metadata"]["name"]
+    container = pod["containers"][0]
+    assert {"name": "connections", "mountPath": "/etc/queue-autoscaler", "readOnly": True} in container[
+        "volumeMounts"
+    ]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["QUEUE_AUTOSCALER_CONNECTIONS"] == "/etc/queue-autoscaler/connections.yaml"
+
+
 # --- server-side dry-run ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("directory", ["base", "examples"])
+@pytest.mark.parametrize("directory", ["base", "examples", "examples/secured-kafka"])
 async def test_every_rendered_object_passes_a_server_side_dry_run_apply_on_the_api_server(
     kustomize: Path, rest: Rest, directory: str
 ) -> None:
@@ -371,6 +402,7 @@ CONTROLLER_CANNOT = [
     Access("list", "secrets", ""),
     Access("get", "secrets", "billing", name=TOKEN_SECRET),
     Access("get", "secrets", NAMESPACE, name="another-secret"),
+    Access("get", "secrets", NAMESPACE, name=CONNECTIONS_SECRET),  # mounted by the kubelet, never read
     Access("watch", "secrets", NAMESPACE),
     Access("delete", "deployments", "billing", group="apps"),
     Access("delete", "deployments", "", group="apps"),
