@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 from autoscaler import connections
 from autoscaler.errors import KafkaError
 from autoscaler.model import PartitionOffsets
-from autoscaler.observability.log_events import KafkaLog
+from autoscaler.observability.log_events import ControlLog, KafkaLog
 from autoscaler.sources.kafka import connection as kafka_connection
 from autoscaler.sources.kafka.offsets import GroupQuery, OffsetReader, ReaderSettings
 from devstack import certs, kafka
@@ -222,7 +222,11 @@ async def test_a_controller_scales_a_deployment_through_each_secured_connection(
             timeout=30,
             what=f"{name} at {replicas} replicas",
         )
-    decided = {d["deployment"]: d for d in secured_controller.logged("decision") if d["rule"] == "activate"}
+    decided = {
+        d["deployment"]: d
+        for d in secured_controller.logged(ControlLog.DECISION_CHANGED)
+        if d["rule"] == "activate"
+    }
     assert {name: decided[name]["lag"] for name in SECURED} == {"scram": 200, "mtls": 300, "plain": 400}
 
 
@@ -277,7 +281,9 @@ async def test_a_wrong_password_holds_replicas_with_one_event_and_a_fixed_file_r
     await eventually(
         lambda: spec_replicas(kube, namespace, "w"), lambda n: n == 6, timeout=30, what="6 replicas"
     )
-    scaled = [d for d in secured_controller.logged("decision", deployment="w") if d["desired"] == 6]
+    scaled = [
+        d for d in secured_controller.logged(ControlLog.DECISION_CHANGED, deployment="w") if d["desired"] == 6
+    ]
     # The first tick that starts after the file changed reads with the new password (the one running at
     # the moment of the write may still be counted in ``fixed_at``).
     assert scaled[0]["tick"] <= fixed_at + 2, scaled[0]

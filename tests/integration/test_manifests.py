@@ -70,12 +70,13 @@ async def kustomize_build(kustomize: Path, directory: Path) -> subprocess.Comple
 
 
 async def render(kustomize: Path, directory: Path, *, token: str = "test-token") -> list[Obj]:
-    """``kustomize build`` of a copy of ``directory``, after the install step that generates the token."""
+    """``kustomize build`` of ``directory`` in a copy of manifests/, after the install step that generates
+    the base's token (overlays reach the base by relative path, so the whole tree is copied)."""
     with tempfile.TemporaryDirectory() as scratch:
-        copy = Path(scratch) / directory.name
-        shutil.copytree(directory, copy)
-        (copy / "report-token").write_text(token + "\n")
-        done = await kustomize_build(kustomize, copy)
+        copy = Path(scratch) / "manifests"
+        shutil.copytree(MANIFESTS, copy)
+        (copy / "base" / "report-token").write_text(token + "\n")
+        done = await kustomize_build(kustomize, copy / directory.relative_to(MANIFESTS))
     assert done.returncode == 0, f"kustomize build {directory} failed:\n{done.stderr}"
     objects = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
     assert all(isinstance(o, dict) for o in objects)
