@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 
 import aiohttp
-import prometheus_client
 import structlog
 from aiohttp import hdrs, web
 from prometheus_client import CollectorRegistry
@@ -20,6 +19,8 @@ from autoscaler import errors
 from autoscaler.activator import buffer, cloudevents, endpoints, proxy, reporter, routing
 from autoscaler.activator import metrics as activator_metrics
 from autoscaler.model import TargetConcurrency, TargetKey
+from autoscaler.observability.log_events import ActivatorLog
+from autoscaler.policy import annotations as policy_annotations
 
 log = structlog.get_logger(__name__)
 
@@ -56,13 +57,15 @@ class Activator:
         retry_backoff: float = 0.1,
         retry_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         cluster_domain: str = routing.CLUSTER_DOMAIN,
+        cross_namespace_hosts: bool = False,
         poker: reporter.Poker | None = None,
         session: aiohttp.ClientSession | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = registry
         self.metrics = activator_metrics.ActivatorMetrics(registry)
-        self.routes = routing.RouteTable()
+        self.routes = routing.RouteTable(cluster_domain=cluster_domain, cross_namespace=cross_namespace_hosts)
+        self._refused: Mapping[TargetKey, errors.AnnotationProblem] = {}
         self.endpoints = endpoints.Endpoints()
         self.buffer = buffer.Buffer(
             endpoints=self.endpoints, max_in_flight=max_in_flight, clock=clock, on_change=self._held_changed
@@ -72,7 +75,6 @@ class Activator:
         self._forwarder = proxy.Forwarder(limits=limits, session=session)
         self._retry_backoff = retry_backoff
         self._retry_sleep = retry_sleep
-        self._cluster_domain = cluster_domain
         self._clock = clock
         self._draining = False
 
@@ -83,17 +85,25 @@ class Activator:
     # -- what the route source calls -------------------------------------------------------------
 
     def apply_deployment(
-        self, *, namespace: str, name: str, annotations: Mapping[str, str]
+        self,
+        *,
+        namespace: str,
+        name: str,
+        annotations: Mapping[str, str],
+        created: datetime | None = None,
     ) -> routing.Route | None:
-        """Routes a Deployment from its annotations; without ``http-service`` its route is removed.
+        """Routes a Deployment from its annotations (parsed by ``policy.annotations``, the contract's only
+        parser); without ``http-service`` its route is removed. ``created`` is its creationTimestamp, which
+        decides between two ``http-host`` claims of one host.
 
-        Raises PolicyError (every bad key at once) and leaves the current route, if any, as it was.
+        Raises PolicyError (every bad key at once) and leaves the current route, if any, as it was: the
+        controller leaves the target untouched too.
         """
-        route = routing.parse_route(
-            namespace=namespace, name=name, annotations=annotations, cluster_domain=self._cluster_domain
-        )
+        target = TargetKey(namespace, name)
+        policy = policy_annotations.parse(annotations)
+        route = None if policy is None else routing.route_for(target, policy, created=created)
         if route is None:
-            self.remove_target(TargetKey(namespace, name))
+            self.remove_target(target)
         else:
             self.put_route(route)
         return route
@@ -103,12 +113,25 @@ class Activator:
         self.metrics.track(route.target)
         if old != route:
             _bound(route.target).info(
-                "route updated",
-                hosts=sorted(route.hosts),
+                ActivatorLog.ROUTE_UPDATED,
+                hosts=sorted(self.routes.hosts_of(route.target)),
                 service=route.service,
                 port=route.port,
                 cloudevents=route.cloudevents.enabled,
             )
+        self._log_claims()
+
+    def _log_claims(self) -> None:
+        """Logs each ``http-host`` claim that became refused or granted since the last change."""
+        refused = self.routes.refused()
+        for target, problem in refused.items():
+            if self._refused.get(target) != problem:
+                _bound(target).warning(ActivatorLog.HOST_REFUSED, problem=str(problem))
+        for target in self._refused.keys() - refused.keys():
+            route = self.routes.get(target)
+            if route is not None and route.host is not None:
+                _bound(target).info(ActivatorLog.HOST_GRANTED, host=route.host)
+        self._refused = refused
 
     def remove_target(self, target: TargetKey) -> None:
         """Stops routing a Deployment: its queued requests get 503 now, its metric series go away.
@@ -119,7 +142,8 @@ class Activator:
         self.buffer.close(target, f"{target} is no longer routed by this activator")
         self.metrics.forget(target)
         if old is not None:
-            _bound(target).info("route removed")
+            _bound(target).info(ActivatorLog.ROUTE_REMOVED)
+            self._log_claims()
 
     # -- what the reporter reads -----------------------------------------------------------------
 
@@ -157,7 +181,7 @@ class Activator:
             with self.buffer.hold(target) as ticket:
                 return await self._held(request, route, ticket)
         except buffer.Overloaded as exc:
-            _bound(target).warning("request refused: activator at its in-flight bound", error=str(exc))
+            _bound(target).warning(ActivatorLog.IN_FLIGHT_EXCEEDED, error=str(exc))
             return self._reply(target, 503, f"the activator is overloaded: {exc}", retry_after=True)
 
     async def _held(
@@ -182,12 +206,10 @@ class Activator:
         try:
             grant = await self.buffer.lease(ticket, route, on_cold=self._cold_start, on_queued=self._queued)
         except errors.QueueFull as exc:
-            _bound(target).warning("request refused: queue full", max_pending=route.max_pending)
+            _bound(target).warning(ActivatorLog.QUEUE_OVERFLOWED, max_pending=route.max_pending)
             return self._reply(target, 503, f"queue full: {exc}", retry_after=True)
         except errors.ActivationTimeout as exc:
-            _bound(target).warning(
-                "request timed out waiting for an endpoint", timeout=route.activation_timeout
-            )
+            _bound(target).warning(ActivatorLog.ACTIVATION_TIMED_OUT, timeout=route.activation_timeout)
             return self._reply(target, 504, f"activation timeout: {exc}")
         except buffer.Closed as exc:
             return self._reply(target, 503, f"request not forwarded: {exc}", retry_after=True)
@@ -220,7 +242,7 @@ class Activator:
             self.metrics.response(target, relayed.response.status)
             if relayed.cut is not None:
                 _bound(target).warning(
-                    "response cut short", status=relayed.response.status, reason=relayed.cut
+                    ActivatorLog.RESPONSE_CUT, status=relayed.response.status, reason=relayed.cut
                 )
             return relayed.response
         finally:
@@ -236,7 +258,7 @@ class Activator:
             return await self._forwarder.send(request=request, address=lease.address, body=body), lease
         except proxy.ConnectFailed as exc:
             lease.release()
-            _bound(target).info("endpoint refused the connection; retrying once", error=str(exc))
+            _bound(target).info(ActivatorLog.UPSTREAM_RETRIED, error=str(exc))
             await self._retry_sleep(self._retry_backoff)
             retry = self.endpoints.pick(target)
             if retry is None:
@@ -255,7 +277,7 @@ class Activator:
         Requests still queued at the deadline are answered 503 at once; forwarded ones keep going.
         """
         self._draining = True
-        log.info("draining", held=self.buffer.held, timeout=timeout)
+        log.info(ActivatorLog.DRAIN_STARTED, held=self.buffer.held, timeout=timeout)
         try:
             async with asyncio.timeout(timeout):
                 await self.buffer.wait_idle()
@@ -264,9 +286,9 @@ class Activator:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):
                     await self.buffer.wait_unqueued()
-            log.warning("drain timed out", held=self.buffer.held)
+            log.warning(ActivatorLog.DRAIN_TIMED_OUT, held=self.buffer.held)
             return DrainResult(left=self.buffer.held, timed_out=True)
-        log.info("drained")
+        log.info(ActivatorLog.DRAIN_FINISHED)
         return DrainResult(left=0, timed_out=False)
 
     async def close(self) -> None:
@@ -278,7 +300,7 @@ class Activator:
     def _cold_start(self, target: TargetKey) -> None:
         # Counted and logged once per wake-up; the poke comes from ``_queued``, as for every queued request.
         self.metrics.cold_start(target)
-        _bound(target).info("cold start: request waits for a first ready endpoint")
+        _bound(target).info(ActivatorLog.COLD_START_BEGAN)
 
     def _queued(self, target: TargetKey) -> None:
         if self.poker is not None:
@@ -291,7 +313,7 @@ class Activator:
         return f"request body larger than {self._limits.max_request_body} bytes"
 
     def _upstream_failed(self, target: TargetKey, status: int, exc: Exception) -> web.Response:
-        _bound(target).warning("upstream failed", status=status, error=str(exc))
+        _bound(target).warning(ActivatorLog.UPSTREAM_FAILED, status=status, error=str(exc))
         return self._reply(target, status, f"upstream failed: {exc}")
 
     def _reply(
@@ -336,105 +358,6 @@ def build_app(activator: Activator) -> web.Application:
     app = web.Application(middlewares=[origin_form_only])
     app.router.add_route("*", "/{path:.*}", activator.handle)
     return app
-
-
-def build_admin_app(activator: Activator) -> web.Application:
-    """Metrics and probes, on their own port: ``/metrics``, ``/healthz``, ``/readyz`` (503 when draining)."""
-
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(
-            body=prometheus_client.generate_latest(activator.registry),
-            headers={hdrs.CONTENT_TYPE: prometheus_client.CONTENT_TYPE_LATEST},
-        )
-
-    async def healthz(request: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
-
-    async def readyz(request: web.Request) -> web.Response:
-        if activator.draining:
-            return web.Response(status=503, text="draining\n")
-        return web.Response(text="ready\n")
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    return app
-
-
-def stop_on_signals(*signals: signal.Signals) -> asyncio.Event:
-    """An event set on SIGTERM or SIGINT (or the given signals), for ``serve(stop=...)``."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in signals or (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
-
-
-async def serve(
-    *,
-    activator: Activator,
-    stop: asyncio.Event,
-    host: str = "0.0.0.0",
-    port: int = 8080,
-    admin_host: str = "0.0.0.0",
-    admin_port: int | None = 9090,
-    controller_url: str | Callable[[], str | None] | None = None,
-    token: str | Callable[[], str] = "",
-    activator_name: str = "activator",
-    report_interval: float = 1.0,
-    report_timeout: float = 2.0,
-    drain_timeout: float = 30.0,
-    shutdown_timeout: float = 5.0,
-    on_listening: Callable[[list[Any]], None] | None = None,
-) -> DrainResult:
-    """Runs the activator until ``stop`` is set, then drains for up to ``drain_timeout`` and stops.
-
-    With ``controller_url`` a Reporter pushes concurrency there and becomes ``activator.poker`` (replacing
-    any other) for the duration. The readiness probe fails from the moment the drain starts.
-    ``on_listening`` receives the bound addresses (proxy first, then admin) once serving.
-    """
-    report_task: asyncio.Task[None] | None = None
-    if controller_url is not None:
-        pusher = reporter.Reporter(
-            url=controller_url,
-            token=token,
-            activator=activator_name,
-            source=activator,
-            metrics=activator.metrics,
-            interval=report_interval,
-            timeout=report_timeout,
-        )
-        activator.poker = pusher
-        report_task = asyncio.create_task(pusher.run(), name="activator-reporter")
-    runners: list[web.AppRunner] = []
-    try:
-        proxy_runner = web.AppRunner(
-            build_app(activator), shutdown_timeout=shutdown_timeout, **RUNNER_OPTIONS
-        )
-        runners.append(proxy_runner)
-        await proxy_runner.setup()
-        await web.TCPSite(proxy_runner, host, port).start()
-        addresses = list(proxy_runner.addresses)
-        if admin_port is not None:
-            admin_runner = web.AppRunner(build_admin_app(activator), shutdown_timeout=shutdown_timeout)
-            runners.append(admin_runner)
-            await admin_runner.setup()
-            await web.TCPSite(admin_runner, admin_host, admin_port).start()
-            addresses.extend(admin_runner.addresses)
-        log.info("activator serving", addresses=[str(a) for a in addresses])
-        if on_listening is not None:
-            on_listening(addresses)
-        await stop.wait()
-        return await activator.drain(timeout=drain_timeout)
-    finally:
-        if report_task is not None:
-            report_task.cancel()
-            await asyncio.gather(report_task, return_exceptions=True)
-            activator.poker = None
-        for runner in reversed(runners):
-            await runner.cleanup()
-        await activator.close()
 
 
 def _bound(target: TargetKey) -> Any:

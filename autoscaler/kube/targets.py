@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import MappingProxyType
 
 import structlog
@@ -31,6 +32,8 @@ class DeploymentInfo:
     ready_replicas: int
     generation: int
     resource_version: str
+    # metadata.creationTimestamp: which of two Deployments claiming one host is the older.
+    created: datetime | None = None
 
     @property
     def is_target(self) -> bool:
@@ -56,7 +59,19 @@ def parse_deployment(obj: calls.JSON) -> DeploymentInfo:
         ready_replicas=calls.integer(calls.dig(obj, "status", "readyReplicas")),
         generation=calls.integer(calls.dig(metadata, "generation")),
         resource_version=str(calls.dig(metadata, "resourceVersion") or ""),
+        created=_timestamp(calls.dig(metadata, "creationTimestamp")),
     )
+
+
+def _timestamp(value: object) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 OnChange = Callable[[TargetKey, DeploymentInfo | None], None]

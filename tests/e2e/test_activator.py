@@ -21,6 +21,7 @@ import aiohttp
 import pytest
 from kubernetes_asyncio import client
 
+from autoscaler.observability.log_events import ActivatorLog
 from tests.controller import Process, activator, controller
 from tests.stack import (
     Devstack,
@@ -176,7 +177,9 @@ async def running(
 
 async def routed(stack: Stack) -> None:
     """Waits until the activator routes the worker and the controller has decided for it once."""
-    await wait_logged(stack.activator, "route updated", namespace=stack.namespace, deployment=WORKER)
+    await wait_logged(
+        stack.activator, ActivatorLog.ROUTE_UPDATED, namespace=stack.namespace, deployment=WORKER
+    )
     await wait_logged(stack.controller, "decision", namespace=stack.namespace, deployment=WORKER)
 
 
@@ -310,7 +313,7 @@ async def test_sigterm_drains_the_buffered_requests_to_the_woken_pod_and_exits_0
                 assert pending == 10
                 assert stack.activator.proc is not None
                 stack.activator.proc.send_signal(signal.SIGTERM)
-                await wait_logged(stack.activator, "draining")
+                await wait_logged(stack.activator, ActivatorLog.DRAIN_STARTED)
                 refused = await send(session, stack)
                 answers = await asyncio.gather(*buffered)
             finally:
@@ -324,9 +327,9 @@ async def test_sigterm_drains_the_buffered_requests_to_the_woken_pod_and_exits_0
     assert refused.status == 503
     assert refused.headers["Retry-After"] == "1"
     assert b"shutting down" in refused.body
-    (draining,) = stack.activator.logged("draining")
+    (draining,) = stack.activator.logged(ActivatorLog.DRAIN_STARTED)
     assert draining["held"] == 10
-    (stopped,) = stack.activator.logged("activator stopped")
+    (stopped,) = stack.activator.logged(ActivatorLog.SERVER_STOPPED)
     assert stopped["left_unanswered"] == 0
     assert stopped["drain_timed_out"] is False
     print(f"\ndrain: {draining} -> {stopped}")
@@ -418,7 +421,7 @@ async def test_without_a_controller_url_the_activator_reports_to_the_leader_name
             "queue-autoscaler-controller", namespace
         )
         published = lease.metadata.annotations[REPORT_URL]
-        await wait_logged(stack.activator, "controller leader", url=published)
+        await wait_logged(stack.activator, ActivatorLog.LEADER_CHANGED, url=published)
         await routed(stack)
         async with aiohttp.ClientSession() as session:
             answer = await send(session, stack, path="/hello?from=lease")
