@@ -5,11 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import structlog.testing
 from prometheus_client import CollectorRegistry
 
 from autoscaler import errors
 from autoscaler.activator import routing, server
 from autoscaler.model import TargetKey
+from autoscaler.observability.log_events import ActivatorLog
 from autoscaler.policy import annotations as contract
 from autoscaler.policy.annotations import PREFIX as P
 
@@ -241,3 +243,23 @@ def test_a_custom_cluster_domain_is_routed() -> None:
     table.put(route({P + "http-service": "o"}))
     assert table.lookup("orders.shop.svc.corp.internal") is not None
     assert table.lookup("orders.shop.svc.cluster.local") is None
+
+
+def test_the_activator_logs_a_refused_claim_once_with_the_owner_and_again_when_it_is_granted() -> None:
+    activator = server.Activator(registry=CollectorRegistry())
+    web = {P + "http-service": "web"}
+    thief = {P + "http-service": "t", P + "http-host": "web.qa1"}
+    with structlog.testing.capture_logs() as logs:
+        activator.apply_deployment(namespace="qa1", name="web", annotations=web)
+        activator.apply_deployment(namespace="qa1", name="thief", annotations=thief)
+        activator.apply_deployment(namespace="qa1", name="thief", annotations=thief)
+        activator.remove_target(TargetKey("qa1", "web"))
+    refused = [entry for entry in logs if entry["event"] == ActivatorLog.HOST_REFUSED]
+    assert [(entry["deployment"], entry["problem"]) for entry in refused] == [
+        ("thief", "http-host='web.qa1': a host no other target owns: web.qa1 is the default host of qa1/web")
+    ]
+    granted = [entry for entry in logs if entry["event"] == ActivatorLog.HOST_GRANTED]
+    assert [(entry["deployment"], entry["host"]) for entry in granted] == [("thief", "web.qa1")]
+    found = activator.routes.lookup("web.qa1")
+    assert found is not None
+    assert found.target == TargetKey("qa1", "thief")
