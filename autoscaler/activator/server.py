@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
 import aiohttp
 import structlog
@@ -16,7 +16,7 @@ from aiohttp import hdrs, web
 from prometheus_client import CollectorRegistry
 
 from autoscaler import errors
-from autoscaler.activator import buffer, cloudevents, endpoints, proxy, reporter, routing
+from autoscaler.activator import buffer, cloudevents, endpoints, guard, proxy, reporter, routing
 from autoscaler.activator import metrics as activator_metrics
 from autoscaler.model import TargetConcurrency, TargetKey
 from autoscaler.observability.log_events import ActivatorLog
@@ -24,12 +24,6 @@ from autoscaler.policy import annotations as policy_annotations
 
 log = structlog.get_logger(__name__)
 
-RUNNER_OPTIONS: Final[Mapping[str, Any]] = {
-    # Request bodies are forwarded as received, compressed or not.
-    "auto_decompress": False,
-    # A client that goes away stops holding its place in the queue.
-    "handler_cancellation": True,
-}
 RETRY_AFTER_SECONDS = 1
 
 
@@ -54,6 +48,7 @@ class Activator:
         registry: CollectorRegistry,
         max_in_flight: int = 10_000,
         limits: proxy.Limits | None = None,
+        connection_limits: guard.ConnectionLimits | None = None,
         retry_backoff: float = 0.1,
         retry_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         cluster_domain: str = routing.CLUSTER_DOMAIN,
@@ -72,6 +67,7 @@ class Activator:
         )
         self.poker = poker
         self._limits = limits = limits or proxy.Limits()
+        self.connection_limits = connection_limits or guard.ConnectionLimits()
         self._forwarder = proxy.Forwarder(limits=limits, session=session)
         self._retry_backoff = retry_backoff
         self._retry_sleep = retry_sleep
@@ -161,12 +157,20 @@ class Activator:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Answers one request exactly once: forwarded to a ready endpoint, or refused with a reason."""
+        try:
+            return await self._handle(request)
+        except Exception:
+            # A defect: still one counted answer, and the traceback to find it.
+            log.exception(ActivatorLog.REQUEST_FAILED)
+            return self.reply(None, 500, "internal error in the activator", close=True)
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         if self._draining:
-            return self._reply(None, 503, "the activator is shutting down", retry_after=True, close=True)
+            return self.reply(None, 503, "the activator is shutting down", retry_after=True, close=True)
         host = request.headers.get(hdrs.HOST)
         route = self.routes.lookup(host)
         if route is None:
-            return self._reply(
+            return self.reply(
                 None,
                 404,
                 f"no Deployment is routed for Host {host!r}: the activator routes <deployment>.<namespace> "
@@ -176,13 +180,13 @@ class Activator:
         target = route.target
         length = request.content_length
         if length is not None and length > self._limits.max_request_body:
-            return self._reply(target, 413, self._too_large(), close=True)
+            return self.reply(target, 413, self._too_large(), close=True)
         try:
             with self.buffer.hold(target) as ticket:
                 return await self._held(request, route, ticket)
         except buffer.Overloaded as exc:
             _bound(target).warning(ActivatorLog.IN_FLIGHT_EXCEEDED, error=str(exc))
-            return self._reply(target, 503, f"the activator is overloaded: {exc}", retry_after=True)
+            return self.reply(target, 503, f"the activator is overloaded: {exc}", retry_after=True)
 
     async def _held(
         self, request: web.BaseRequest, route: routing.Route, ticket: buffer.Ticket
@@ -192,27 +196,30 @@ class Activator:
         if route.cloudevents.enabled:
             if cloudevents.is_structured(request.headers):
                 try:
-                    async with asyncio.timeout(self._limits.read_timeout):
-                        body = await proxy.read_body(request, limit=self._limits.max_request_body)
+                    body = await proxy.read_body(
+                        request,
+                        limit=self._limits.max_request_body,
+                        idle_timeout=self._limits.body_idle_timeout,
+                    )
                 except proxy.BodyTooLarge:
-                    return self._reply(target, 413, self._too_large(), close=True)
-                except TimeoutError:
-                    return self._reply(target, 408, "request body not received in time", close=True)
+                    return self.reply(target, 413, self._too_large(), close=True)
+                except proxy.BodyStalled as exc:
+                    return self._stalled(target, exc)
                 rejection = cloudevents.check_structured(body, request.headers, route.cloudevents)
             else:
                 rejection = cloudevents.check_binary(request.headers, route.cloudevents)
             if rejection is not None:
-                return self._reply(target, rejection.status, rejection.reason)
+                return self.reply(target, rejection.status, rejection.reason)
         try:
             grant = await self.buffer.lease(ticket, route, on_cold=self._cold_start, on_queued=self._queued)
         except errors.QueueFull as exc:
             _bound(target).warning(ActivatorLog.QUEUE_OVERFLOWED, max_pending=route.max_pending)
-            return self._reply(target, 503, f"queue full: {exc}", retry_after=True)
+            return self.reply(target, 503, f"queue full: {exc}", retry_after=True)
         except errors.ActivationTimeout as exc:
             _bound(target).warning(ActivatorLog.ACTIVATION_TIMED_OUT, timeout=route.activation_timeout)
-            return self._reply(target, 504, f"activation timeout: {exc}")
+            return self.reply(target, 504, f"activation timeout: {exc}")
         except buffer.Closed as exc:
-            return self._reply(target, 503, f"request not forwarded: {exc}", retry_after=True)
+            return self.reply(target, 503, f"request not forwarded: {exc}", retry_after=True)
         if grant.waited is not None:
             self.metrics.waited(target, grant.waited)
         return await self._forward(request, route, grant.lease, body)
@@ -229,7 +236,9 @@ class Activator:
             except proxy.UpstreamTimeout as exc:
                 return self._upstream_failed(target, 504, exc)
             except proxy.BodyTooLarge:
-                return self._reply(target, 413, self._too_large(), close=True)
+                return self.reply(target, 413, self._too_large(), close=True)
+            except proxy.BodyStalled as exc:
+                return self._stalled(target, exc)
             except errors.UpstreamError as exc:
                 return self._upstream_failed(target, 502, exc)
             self.metrics.latency(target, self._clock() - started)
@@ -309,14 +318,18 @@ class Activator:
     def _held_changed(self, target: TargetKey, held: TargetConcurrency) -> None:
         self.metrics.set_held(target, in_flight=held.in_flight, queued=held.queued)
 
+    def _stalled(self, target: TargetKey, exc: proxy.BodyStalled) -> web.Response:
+        _bound(target).info(ActivatorLog.REQUEST_STALLED, stage="body", error=str(exc))
+        return self.reply(target, 408, f"request not received in time: {exc}", close=True)
+
     def _too_large(self) -> str:
         return f"request body larger than {self._limits.max_request_body} bytes"
 
     def _upstream_failed(self, target: TargetKey, status: int, exc: Exception) -> web.Response:
         _bound(target).warning(ActivatorLog.UPSTREAM_FAILED, status=status, error=str(exc))
-        return self._reply(target, status, f"upstream failed: {exc}")
+        return self.reply(target, status, f"upstream failed: {exc}")
 
-    def _reply(
+    def reply(
         self,
         target: TargetKey | None,
         status: int,
@@ -334,30 +347,27 @@ class Activator:
         return response
 
 
-def build_app(activator: Activator) -> web.Application:
-    """The proxy application: every Host and path goes to ``activator.handle``.
+def build_server(activator: Activator) -> guard.GuardedServer:
+    """The proxy: every Host and origin-form path goes to ``activator.handle``, within the connection
+    bounds of ``activator.connection_limits``. Serve it with ``web.ServerRunner``."""
 
-    Serve it with ``RUNNER_OPTIONS`` (``web.AppRunner(app, **RUNNER_OPTIONS)``).
-    """
-
-    @web.middleware
-    async def origin_form_only(
-        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
+    async def origin_form_only(request: web.BaseRequest) -> web.StreamResponse:
         if request.method == hdrs.METH_CONNECT or not request.raw_path.startswith("/"):
-            activator.metrics.response(None, 400)
-            response = web.Response(
-                status=400,
-                text="the activator is not a forward proxy: CONNECT and absolute-URI request targets "
-                "are refused; send an origin-form target (a path) with a Host header\n",
+            return activator.reply(
+                None,
+                400,
+                "the activator is not a forward proxy: CONNECT and absolute-URI request targets "
+                "are refused; send an origin-form target (a path) with a Host header",
+                close=True,
             )
-            response.force_close()
-            return response
-        return await handler(request)
+        return await activator.handle(request)
 
-    app = web.Application(middlewares=[origin_form_only])
-    app.router.add_route("*", "/{path:.*}", activator.handle)
-    return app
+    watchman = guard.Guard(limits=activator.connection_limits, metrics=activator.metrics)
+    # Request bodies are forwarded as received, compressed or not; a client that goes away stops holding
+    # its place in the queue.
+    return guard.GuardedServer(
+        origin_form_only, guard=watchman, auto_decompress=False, handler_cancellation=True
+    )
 
 
 def _bound(target: TargetKey) -> Any:

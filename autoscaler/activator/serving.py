@@ -123,11 +123,9 @@ async def serve(
         )
         activator.poker = pusher
         report_task = asyncio.create_task(pusher.run(), name="activator-reporter")
-    runners: list[web.AppRunner] = []
+    runners: list[web.BaseRunner] = []
     try:
-        proxy_runner = web.AppRunner(
-            server.build_app(activator), shutdown_timeout=shutdown_timeout, **server.RUNNER_OPTIONS
-        )
+        proxy_runner = web.ServerRunner(server.build_server(activator), shutdown_timeout=shutdown_timeout)
         runners.append(proxy_runner)
         await proxy_runner.setup()
         await web.TCPSite(proxy_runner, host, port).start()

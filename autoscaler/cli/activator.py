@@ -9,7 +9,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from autoscaler import errors, settings
-from autoscaler.activator import proxy, server, serving, watching
+from autoscaler.activator import guard, proxy, server, serving, watching
 from autoscaler.cli.controller import REPORT_URL_ANNOTATION
 from autoscaler.kube import client as kube_client
 from autoscaler.kube import endpointslices, leases, targets
@@ -56,7 +56,10 @@ async def _activator(cfg: settings.ActivatorSettings) -> int:
     activator = server.Activator(
         registry=registry,
         max_in_flight=cfg.max_in_flight,
-        limits=proxy.Limits(max_request_body=cfg.max_body_bytes),
+        limits=proxy.Limits(max_request_body=cfg.max_body_bytes, body_idle_timeout=cfg.body_idle_timeout),
+        connection_limits=guard.ConnectionLimits(
+            header_timeout=cfg.header_timeout, max_connections_per_client=cfg.max_connections_per_client
+        ),
         cross_namespace_hosts=cfg.cross_namespace_hosts,
     )
     namespaces = cfg.kube.namespaces or None

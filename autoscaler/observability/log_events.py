@@ -36,6 +36,7 @@ class ActivatorLog:
     UPSTREAM_FAILED: Final = "activator.upstream.failed"
     RESPONSE_CUT: Final = "activator.response.cut"
     REQUEST_MALFORMED: Final = "activator.request.malformed"
+    REQUEST_FAILED: Final = "activator.request.failed"
     REQUEST_STALLED: Final = "activator.request.stalled"
     CONNECTION_REFUSED: Final = "activator.connection.refused"
     SERVER_STARTED: Final = "activator.server.started"

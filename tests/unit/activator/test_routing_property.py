@@ -121,7 +121,7 @@ async def guarded() -> AsyncIterator[Guarded]:
     try:
         async with (
             helpers.pods(2) as (pod, decoy),
-            helpers.running(server.build_app(activator), **server.RUNNER_OPTIONS) as port,
+            helpers.serving(server.build_server(activator)) as port,
         ):
             activator.endpoints.update(ORDERS, [pod.address])
             activator.endpoints.update(EVENTS, [pod.address])
