@@ -16,7 +16,7 @@ from aiohttp import hdrs, web
 from prometheus_client import CollectorRegistry
 
 from autoscaler import errors
-from autoscaler.activator import buffer, cloudevents, endpoints, guard, proxy, reporter, routing
+from autoscaler.activator import buffer, cloudevents, endpoints, guard, probing, proxy, reporter, routing
 from autoscaler.activator import metrics as activator_metrics
 from autoscaler.model import TargetConcurrency, TargetKey
 from autoscaler.observability.log_events import ActivatorLog
@@ -66,6 +66,8 @@ class Activator:
             endpoints=self.endpoints, max_in_flight=max_in_flight, clock=clock, on_change=self._held_changed
         )
         self.poker = poker
+        # Set by the EndpointSlice feed when it probes starting pods; woken by every queued request.
+        self.prober: probing.Prober | None = None
         self._limits = limits = limits or proxy.Limits()
         self.connection_limits = connection_limits or guard.ConnectionLimits()
         self._forwarder = proxy.Forwarder(limits=limits, session=session)
@@ -301,7 +303,9 @@ class Activator:
         return DrainResult(left=0, timed_out=False)
 
     async def close(self) -> None:
-        """Closes the client session to the endpoints."""
+        """Closes the client session to the endpoints and stops probing."""
+        if self.prober is not None:
+            await self.prober.close()
         await self._forwarder.close()
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -314,6 +318,8 @@ class Activator:
     def _queued(self, target: TargetKey) -> None:
         if self.poker is not None:
             self.poker.poke(target)
+        if self.prober is not None:
+            self.prober.wake(target)
 
     def _held_changed(self, target: TargetKey, held: TargetConcurrency) -> None:
         self.metrics.set_held(target, in_flight=held.in_flight, queued=held.queued)

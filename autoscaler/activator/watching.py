@@ -13,7 +13,7 @@ from typing import Protocol
 import structlog
 
 from autoscaler import errors
-from autoscaler.activator import endpoints, routing, server
+from autoscaler.activator import endpoints, probing, routing, server
 from autoscaler.model import TargetKey
 from autoscaler.observability.log_events import ActivatorLog
 
@@ -29,6 +29,12 @@ class DeploymentView(Protocol):
     @property
     def created(self) -> datetime | None: ...
 
+    @property
+    def readiness_probe(self) -> Mapping[str, object] | None: ...
+
+    @property
+    def container_ports(self) -> Mapping[str, int]: ...
+
 
 class ServiceView(Protocol):
     """A Service's endpoints over all its EndpointSlices: ready addresses, ports by name (unnamed: "")."""
@@ -38,6 +44,9 @@ class ServiceView(Protocol):
 
     @property
     def ports(self) -> Mapping[str, int]: ...
+
+    @property
+    def not_ready(self) -> frozenset[str]: ...
 
 
 ServiceLookup = Callable[[str, str], ServiceView | None]
@@ -64,18 +73,52 @@ def endpoint_port(wanted: int | str | None, ports: Mapping[str, int]) -> int | N
 class EndpointRouter:
     """Feeds the activator the ready endpoints of each routed target's Service, on the target's port.
 
-    Targets and EndpointSlices change independently (two watches), so both lead to ``_update``.
+    Targets and EndpointSlices change independently (two watches), so both lead to ``_update``. With
+    ``probe_interval``, a target with queued requests also gets the starting pods that passed the activator's
+    own run of their readiness probe (``probing``), until the slices say ready or drop them.
     """
 
-    def __init__(self, activator: server.Activator, services: ServiceLookup) -> None:
+    def __init__(
+        self, activator: server.Activator, services: ServiceLookup, *, probe_interval: float | None = 0.03
+    ) -> None:
         self._activator = activator
         self._services = services
+        self._probes: dict[TargetKey, probing.Probe] = {}
+        self._probed: dict[TargetKey, set[str]] = {}
+        if probe_interval is not None:
+            activator.prober = probing.Prober(
+                candidates=self._candidates,
+                passed=self._passed,
+                queued=activator.buffer.queued,
+                interval=probe_interval,
+            )
+
+    def _candidates(self, target: TargetKey) -> tuple[probing.Probe, frozenset[str]] | None:
+        probe, route = self._probes.get(target), self._activator.routes.get(target)
+        if probe is None or route is None:
+            return None
+        service = self._services(target.namespace, route.service)
+        if service is None:
+            return None
+        return probe, service.not_ready - self._probed.get(target, set())
+
+    def _passed(self, target: TargetKey, ip: str) -> None:
+        route = self._activator.routes.get(target)
+        if route is not None:
+            self._probed.setdefault(target, set()).add(ip)
+            self._update(route)
 
     def deployment_changed(self, key: TargetKey, info: DeploymentView | None) -> None:
         if info is None:
+            self._forget(key)
             self._activator.remove_target(key)
             self._activator.endpoints.forget(key)
             return
+        probe = probing.probe_from(info.readiness_probe, info.container_ports)
+        if probe is None:
+            self._probes.pop(key, None)
+        else:
+            self._probes[key] = probe
         try:
             route = self._activator.apply_deployment(
                 namespace=key.namespace, name=key.name, annotations=info.annotations, created=info.created
@@ -89,9 +132,14 @@ class EndpointRouter:
             )
             return
         if route is None:
+            self._forget(key)
             self._activator.endpoints.forget(key)
         else:
             self._update(route)
+
+    def _forget(self, key: TargetKey) -> None:
+        self._probes.pop(key, None)
+        self._probed.pop(key, None)
 
     def service_changed(self, namespace: str, name: str) -> None:
         for route in self._activator.routes.routes():
@@ -115,6 +163,13 @@ class EndpointRouter:
                 )
             self._activator.endpoints.update(route.target, [])
             return
+        # A probed address counts until the slices list it as ready or stop listing it.
+        probed = self._probed.get(route.target)
+        if probed is not None:
+            probed &= service.not_ready
+            if not probed:
+                del self._probed[route.target]
+        addresses = service.addresses | (probed or set())
         self._activator.endpoints.update(
-            route.target, [endpoints.Address(ip, port) for ip in sorted(service.addresses)]
+            route.target, [endpoints.Address(ip, port) for ip in sorted(addresses)]
         )
