@@ -567,3 +567,34 @@ async def test_a_deployment_claiming_another_targets_host_gets_none_of_its_reque
     assert [a.status for a in answers] == [200] * 3, [a.body for a in answers]
     assert {a.json()["pod"] for a in answers} <= set(pods), pods
     assert f"default host of {namespace}/{WORKER}" in refused["problem"]
+
+
+async def test_a_pod_passing_the_activators_probe_gets_the_held_request_while_its_slice_still_says_not_ready(
+    devstack: Devstack, kube: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    # The kubelet probes only after 20 s, every 10 s: the EndpointSlice says "not ready" for that long.
+    worker = worker_deployment()
+    (container,) = worker["spec"]["template"]["spec"]["containers"]
+    container["readinessProbe"].update({"initialDelaySeconds": 20, "periodSeconds": 10})
+    await client.CoreV1Api(kube).create_namespaced_service(namespace, service(WORKER, 8080))
+    await client.AppsV1Api(kube).create_namespaced_deployment(namespace, worker)
+    async with running(devstack, namespace, tmp_path) as stack:
+        await routed(stack)
+        async with aiohttp.ClientSession() as session:
+            answer = await send(session, stack, path="/first")
+            slices_said_ready = await ready_endpoints(kube, namespace, WORKER)
+            async with session.get(stack.url("/"), headers={"Host": f"nobody.{namespace}"}) as elsewhere:
+                await elsewhere.read()
+        passed = stack.activator.logged(ActivatorLog.PROBE_PASSED, namespace=namespace, deployment=WORKER)
+        pods = await pods_of(kube, namespace)
+    assert answer.status == 200, answer.body
+    assert answer.json()["path"] == "/first"
+    assert slices_said_ready == []
+    assert [entry["ip"] for entry in passed] == [answer.json()["ip"]]
+    assert set(pods.values()) == {answer.json()["ip"]}
+    assert elsewhere.status == 404
+    first_sent, ready_at = answer.sent_at, float(answer.json()["ready_at"])
+    print(
+        f"\nfirst request -> worker listening: {(ready_at - first_sent) * 1000:.0f} ms"
+        f"\nworker listening -> first response (added): {(answer.answered_at - ready_at) * 1000:.0f} ms"
+    )
