@@ -127,24 +127,37 @@ class Prober:
             self._session = None
 
     async def _run(self, target: TargetKey) -> None:
-        while self._queued(target) > 0:
-            found = self._candidates(target)
-            if found is None:
-                return
-            probe, addresses = found
-            chosen = sorted(addresses)[: self._max_addresses]
-            if chosen:
-                results = await asyncio.gather(*(self._probe(probe, ip) for ip in chosen))
-                for ip, ok in zip(chosen, results, strict=True):
-                    if ok:
-                        log.info(
-                            ActivatorLog.PROBE_PASSED,
-                            namespace=target.namespace,
-                            deployment=target.name,
-                            ip=ip,
-                        )
-                        self._passed(target, ip)
-            await self._sleep(self._interval)
+        """Every ``interval``: a probe to each listed not-ready address that has none in flight (a probe that
+        hangs until its timeout never delays the others), at most ``max_addresses`` in flight."""
+        in_flight: dict[str, asyncio.Task[bool]] = {}
+        try:
+            while self._queued(target) > 0:
+                found = self._candidates(target)
+                if found is None:
+                    return
+                probe, addresses = found
+                passed: set[str] = set()
+                for ip, task in list(in_flight.items()):
+                    if task.done():
+                        del in_flight[ip]
+                        if not task.cancelled() and task.result() and ip in addresses:
+                            log.info(
+                                ActivatorLog.PROBE_PASSED,
+                                namespace=target.namespace,
+                                deployment=target.name,
+                                ip=ip,
+                            )
+                            self._passed(target, ip)
+                            passed.add(ip)
+                for ip in sorted(set(addresses) - in_flight.keys() - passed):
+                    if len(in_flight) >= self._max_addresses:
+                        break
+                    in_flight[ip] = asyncio.create_task(self._probe(probe, ip))
+                await self._sleep(self._interval)
+        finally:
+            for task in in_flight.values():
+                task.cancel()
+            await asyncio.gather(*in_flight.values(), return_exceptions=True)
 
     async def _probe(self, probe: Probe, ip: str) -> bool:
         self.probes_sent += 1

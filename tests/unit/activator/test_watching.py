@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -183,3 +184,27 @@ async def test_a_probed_address_leaves_when_its_slice_stops_listing_it() -> None
         services.known["shop", "orders"] = Service(frozenset(), {"http": pod.address.port}, frozenset())
         router.service_changed("shop", "orders")
     assert stack.activator.endpoints.ready(ORDERS) == set()
+
+
+async def test_a_probe_that_hangs_on_one_starting_pod_does_not_delay_another_pods_probe() -> None:
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(-1)
+        writer.close()
+
+    async with helpers.pods(1) as (pod,), make_stack() as stack:
+        hanging = await asyncio.start_server(never_answer, "127.0.0.2", pod.address.port)
+        try:
+            listed = frozenset({"127.0.0.1", "127.0.0.2"})
+            services = Services(
+                {("shop", "orders"): Service(frozenset(), {"http": pod.address.port}, listed)}
+            )
+            router = watching.EndpointRouter(stack.activator, services, probe_interval=0.01)
+            probe = {"httpGet": {"path": "/healthz", "port": pod.address.port}, "timeoutSeconds": 30}
+            notes = {PREFIX + "http-service": "orders", PREFIX + "activation-timeout": "5s"}
+            router.deployment_changed(ORDERS, Deployment(notes, readiness_probe=probe))
+            answer = await stack.send(path="/work")
+        finally:
+            hanging.close()
+            await hanging.wait_closed()
+    assert answer.status == 200
+    assert stack.activator.endpoints.ready(ORDERS) == {pod.address}
