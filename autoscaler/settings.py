@@ -108,6 +108,10 @@ class ActivatorSettings:
     drain_timeout: float
     log_format: LogFormat
     identity: str
+    cross_namespace_hosts: bool = False
+    header_timeout: float = 10.0
+    body_idle_timeout: float = 30.0
+    max_connections_per_client: int = 256
 
 
 def add_kube_flags(parser: argparse.ArgumentParser) -> None:
@@ -334,6 +338,35 @@ def add_activator_flags(parser: argparse.ArgumentParser) -> None:
         default=env_default("--drain-timeout", "30"),
         help="on SIGTERM, seconds to finish in-flight and buffered requests (default 30)",
     )
+    parser.add_argument(
+        "--allow-cross-namespace-hosts",
+        default=env_default("--allow-cross-namespace-hosts", "false"),
+        help="true: an http-host may name a host of another namespace (<name>.<namespace>[.svc...]); "
+        "default false: such a claim is refused",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        default=env_default("--header-timeout", "10"),
+        help="seconds a client has to send a request's line and headers (default 10); then 408",
+    )
+    parser.add_argument(
+        "--body-idle-timeout",
+        default=env_default("--body-idle-timeout", "30"),
+        help="seconds a request body may pause between chunks (default 30); then 408",
+    )
+    parser.add_argument(
+        "--max-connections-per-client",
+        default=env_default("--max-connections-per-client", "256"),
+        help="open connections accepted from one client address (default 256); more are closed at once",
+    )
+
+
+def _boolean(flag: str, text: str | None) -> bool:
+    if text == "true":
+        return True
+    if text == "false":
+        return False
+    raise SettingsError(f"{flag}={text!r}: true or false")
 
 
 def _positive_int(flag: str, text: str | None) -> int:
@@ -358,4 +391,10 @@ def activator_settings(args: argparse.Namespace) -> ActivatorSettings:
         drain_timeout=_positive_float("--drain-timeout", args.drain_timeout),
         log_format=_log_format(args.log_format),
         identity=args.identity or default_identity(),
+        cross_namespace_hosts=_boolean("--allow-cross-namespace-hosts", args.allow_cross_namespace_hosts),
+        header_timeout=_positive_float("--header-timeout", args.header_timeout),
+        body_idle_timeout=_positive_float("--body-idle-timeout", args.body_idle_timeout),
+        max_connections_per_client=_positive_int(
+            "--max-connections-per-client", args.max_connections_per_client
+        ),
     )

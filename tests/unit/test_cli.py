@@ -9,7 +9,6 @@ import io
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -17,8 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from autoscaler import cli, errors, settings
 from autoscaler.activator import metrics as activator_metrics
-from autoscaler.activator import reporter, server
-from autoscaler.cli import activator as cli_activator
+from autoscaler.activator import reporter, server, serving
 from autoscaler.cli import controller as cli_controller
 from autoscaler.control import reports
 from autoscaler.kube import leases
@@ -71,19 +69,12 @@ def test_the_published_report_url_names_the_report_endpoint_unless_a_path_is_con
     assert cli_controller.published_report_url(configured, pod_ip=pod_ip, port=8081) == expected
 
 
-def test_listening_ports_split_the_proxy_sockets_from_the_metrics_sockets() -> None:
-    two_families = [("::", 41001, 0, 0), ("0.0.0.0", 41002), ("::", 42001, 0, 0), ("0.0.0.0", 42002)]
-    assert cli_activator.listening_ports(two_families) == ([41001, 41002], [42001, 42002])
-    assert cli_activator.listening_ports([("127.0.0.1", 41001), ("127.0.0.1", 42001)]) == ([41001], [42001])
-    assert cli_activator.listening_ports([("127.0.0.1", 41001)]) == ([41001], [])
-
-
 async def test_on_every_interface_the_ports_said_to_be_the_proxy_and_the_metrics_ones_really_are() -> None:
     activator = server.Activator(registry=CollectorRegistry())
-    listening: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+    listening: asyncio.Future[serving.Listening] = asyncio.get_running_loop().create_future()
     stop = asyncio.Event()
-    serving = asyncio.create_task(
-        server.serve(
+    served = asyncio.create_task(
+        serving.serve(
             activator=activator,
             stop=stop,
             host="",
@@ -94,9 +85,9 @@ async def test_on_every_interface_the_ports_said_to_be_the_proxy_and_the_metrics
         )
     )
     try:
-        addresses = await asyncio.wait_for(listening, 5)
-        proxy_ports, metrics_ports = cli_activator.listening_ports(addresses)
-        loopback = {a[1]: "[::1]" if len(a) == 4 else "127.0.0.1" for a in addresses}
+        bound = await asyncio.wait_for(listening, 5)
+        proxy_ports, metrics_ports = bound.proxy_ports, bound.admin_ports
+        loopback = {s.port: "[::1]" if ":" in s.host else "127.0.0.1" for s in bound.proxy + bound.admin}
         async with aiohttp.ClientSession() as session:
             for port in metrics_ports:
                 async with session.get(f"http://{loopback[port]}:{port}/metrics") as response:
@@ -110,7 +101,7 @@ async def test_on_every_interface_the_ports_said_to_be_the_proxy_and_the_metrics
                     assert "no Deployment is routed" in await response.text()
     finally:
         stop.set()
-        await asyncio.wait_for(serving, 10)
+        await asyncio.wait_for(served, 10)
     assert proxy_ports
     assert metrics_ports
     assert len(proxy_ports) == len(metrics_ports)
