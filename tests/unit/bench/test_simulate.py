@@ -1,4 +1,4 @@
-"""The scaling simulator on tiny traces: conservation, the replica-seconds integral, determinism, the baselines."""
+"""The scaling simulator on tiny traces: conservation, replica-seconds, determinism, the baselines."""
 
 from __future__ import annotations
 
