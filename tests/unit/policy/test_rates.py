@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,7 +17,7 @@ DRAIN = timedelta(seconds=30)
 SECOND = timedelta(seconds=1)
 
 
-def feed(readings: list[tuple[float, int, int, int]], state: Rates | None = None) -> Rates:
+def feed(readings: Sequence[tuple[float, int, int, int]], state: Rates | None = None) -> Rates:
     """(seconds, added, done, consumers) readings, oldest first."""
     state = Rates() if state is None else state
     for seconds, added, done, consumers in readings:
@@ -64,8 +65,9 @@ def test_a_jump_in_the_arrival_rate_moves_the_estimate_towards_it_smoothly() -> 
     last = state.last
     assert last is not None
     jumped = rates.observe(state, Reading(last.at + SECOND, last.added + 200, last.done + 40, 2))
-    assert state.arrival < jumped.arrival is not None
-    assert jumped.arrival < 200
+    assert state.arrival is not None
+    assert jumped.arrival is not None
+    assert state.arrival < jumped.arrival < 200
     later = jumped
     for _ in range(60):
         previous = later.last
