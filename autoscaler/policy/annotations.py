@@ -33,8 +33,9 @@ class ScalingPolicy:
     None means "unset" where the contract has no default: ``kafka_topics`` empty is all topics the group has
     offsets for, ``kafka_partitions`` None is all partitions, ``http_host`` None is
     ``<deployment>.<namespace>``, ``http_port`` None is the Service's port, ``cloudevents_types`` None is any
-    type. ``last_active`` is written by the controller and is left out of equality and hashing, so two
-    policies compare equal when the user-set keys do.
+    type, ``drain_within`` None is fixed thresholds only (no rate-aware sizing). ``last_active`` is written
+    by the controller and is left out of equality and hashing, so two policies compare equal when the
+    user-set keys do.
     """
 
     kafka_group: str | None
@@ -64,7 +65,8 @@ class ScalingPolicy:
     activation_timeout: timedelta
     cloudevents: bool
     cloudevents_types: frozenset[str] | None
-    last_active: datetime | None = field(compare=False)
+    drain_within: timedelta | None = None
+    last_active: datetime | None = field(compare=False, default=None)
 
     @property
     def uses_kafka(self) -> bool:
@@ -265,6 +267,7 @@ _KEYS: dict[str, _Key] = {
     "activation-timeout": _Key(_duration(positive=True), timedelta(seconds=60)),
     "cloudevents": _Key(_boolean, False),
     "cloudevents-types": _Key(_event_types, None),
+    "drain-within": _Key(_duration(positive=True), None),
 }
 
 KNOWN_KEYS: frozenset[str] = frozenset(_KEYS) | {LAST_ACTIVE}
