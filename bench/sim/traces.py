@@ -115,12 +115,14 @@ def step(*, before: float, after: float, at: float, until: float, duration: floa
 
 
 def diurnal(*, mean: float, amplitude: float, period: float, duration: float, seed: int) -> Trace:
-    """A compressed day (Shahrad et al., ATC 2020): one burst per period, where the rate is above the mean."""
-    bursts = []
-    t = 0.0
+    """A compressed day (Shahrad et al., ATC 2020). Its bursts are the days from trough to trough (the
+    first from the start, at the mean, to the first trough): up to the peak and down again is one."""
+    starts = [0.0]
+    t = 0.75 * period
     while t < duration:
-        bursts.append((t, min(t + period / 2, duration)))
+        starts.append(t)
         t += period
+    bursts = [(a, b) for a, b in zip(starts, [*starts[1:], duration], strict=True)]
     return from_profile(
         "diurnal",
         load.sine(mean, amplitude, period),
