@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from autoscaler.errors import SettingsError
+from autoscaler.kube import leases
 
 ENV_PREFIX = "QUEUE_AUTOSCALER_"
 LogFormat = Literal["auto", "json", "console"]
@@ -83,9 +84,9 @@ class ControllerSettings:
     lease_namespace: str
     lease_name: str
     identity: str
-    lease_duration: float = 15.0
-    renew_deadline: float = 10.0
-    retry_period: float = 2.0
+    lease_duration: float = leases.LEASE_DURATION
+    renew_deadline: float = leases.RENEW_DEADLINE
+    retry_period: float = leases.RETRY_PERIOD
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,21 +203,23 @@ def add_controller_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--lease-duration",
-        default=env_default("--lease-duration", "10"),
-        help="seconds a standby waits after the Lease last changed before it takes over (default 10); "
+        default=env_default("--lease-duration", f"{leases.LEASE_DURATION:g}"),
+        help="seconds a standby waits after the Lease last changed before it takes over "
+        f"(default {leases.LEASE_DURATION:g}); "
         "a leader that dies without releasing the Lease is replaced within about this plus 2.4 retry periods",
     )
     parser.add_argument(
         "--renew-deadline",
-        default=env_default("--renew-deadline", "7"),
+        default=env_default("--renew-deadline", f"{leases.RENEW_DEADLINE:g}"),
         help="seconds the leader keeps leading without a successful renewal before it stops scaling "
-        "(default 7; less than --lease-duration, so it stops before a standby may start)",
+        f"(default {leases.RENEW_DEADLINE:g}; less than --lease-duration, so it stops before a standby "
+        "may start)",
     )
     parser.add_argument(
         "--retry-period",
-        default=env_default("--retry-period", "1.5"),
+        default=env_default("--retry-period", f"{leases.RETRY_PERIOD:g}"),
         help="seconds between the leader's renewals and a standby's attempts to take the Lease "
-        "(default 1.5; less than --renew-deadline)",
+        f"(default {leases.RETRY_PERIOD:g}; less than --renew-deadline)",
     )
 
 

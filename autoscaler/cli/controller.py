@@ -18,15 +18,13 @@ from autoscaler.control import loop as control_loop
 from autoscaler.control import reports
 from autoscaler.kube import client as kube_client
 from autoscaler.kube import leases, scaling, targets
-from autoscaler.model import TargetKey
+from autoscaler.model import REPORT_PATH, REPORT_URL_ANNOTATION, TargetKey
 from autoscaler.observability import http as obs_http
 from autoscaler.observability import logging as obs_logging
 from autoscaler.observability.metrics import ControllerMetrics
 from autoscaler.sources.kafka import offsets
 
 log = structlog.get_logger("autoscaler")
-REPORT_URL_ANNOTATION = "queue-autoscaler.dev/report-url"
-REPORT_PATH = "/v1/reports"  # where control/reports.py serves the activators' reports
 
 
 class KafkaLag:

@@ -13,6 +13,19 @@ class ControlLog:
     """control/: the tick, the per-target workers, decisions and patches."""
 
     PREFIX: Final = "control"
+    TICK_OVERRAN: Final = "control.tick.overran"
+    DECISION_CHANGED: Final = "control.decision.changed"
+    TARGET_SCALED: Final = "control.target.scaled"
+    SCALE_FAILED: Final = "control.scale.failed"
+    SCALE_TARGET_GONE: Final = "control.scale.gone"
+    TARGET_FORGOTTEN: Final = "control.target.forgotten"
+    TARGET_DROPPED: Final = "control.target.dropped"
+    ANNOTATIONS_INVALID: Final = "control.annotations.invalid"
+    LAG_UNAVAILABLE: Final = "control.lag.unavailable"
+    LAG_RECOVERED: Final = "control.lag.recovered"
+    EVENT_FAILED: Final = "control.event.failed"
+    WORKERS_DRAINING: Final = "control.workers.draining"
+    REPORT_INSECURE: Final = "control.report.insecure"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -49,6 +62,8 @@ class KubeLog:
     """kube/: watches, scaling writes, Events, leases."""
 
     PREFIX: Final = "kube"
+    LEADER_URL_UNREADABLE: Final = "kube.leader-url.unreadable"
+    LEADER_URL_CHANGED: Final = "kube.leader-url.changed"
 
 
 # ---------------------------------------------------------------------------------------------------------
