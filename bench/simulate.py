@@ -42,6 +42,7 @@ MODEL = WorkerModel(
 )
 
 KAFKA_ANNOTATIONS = {"kafka-group": "workers"}
+DRAIN_ANNOTATIONS = {"kafka-group": "workers", "drain-within": "30s"}
 HTTP_ANNOTATIONS = {"http-service": "workers"}
 
 
@@ -63,6 +64,7 @@ def policies(trace: Trace) -> list[Callable[[], Policy]]:
     if trace.kind == "kafka":
         return [
             lambda: ours.Ours("ours-default", KAFKA_ANNOTATIONS),
+            lambda: ours.Ours("ours-drain-within", DRAIN_ANNOTATIONS),
             lambda: keda.Keda("keda-default", keda.DEFAULT),
             lambda: keda.Keda("keda-tuned", keda.TUNED),
         ]

@@ -18,6 +18,9 @@ ever done (the sum of committed offsets) and the replicas consuming (ready, at m
 - Offsets that go backwards (a topic recreated, offsets reset) restart the measurement from that reading,
   keeping the per-replica estimate.
 
+- Trend: a slow average of the arrival rate (``TREND_SMOOTHING``); ``rising`` says the fast one is clearly
+  above it, i.e. load is still growing (the decision holds scale-downs then).
+
 ``replicas_for`` sizes from the rates: ``ceil((arrival + backlog / drain_within) / per_replica)``, or None
 while either rate is unknown (no history yet, no ready replica so far) so the caller falls back to the
 fixed thresholds; at least 1 while work waits.
@@ -30,7 +33,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 ARRIVAL_SMOOTHING = timedelta(seconds=10)
+TREND_SMOOTHING = timedelta(seconds=60)
 CAPACITY_SMOOTHING = timedelta(seconds=30)
+RISING = 1.05  # the arrival rate is rising when above this × its slow average (and by 0.5 records/s)
 _NEGLIGIBLE = 1e-9  # records/s: a rate at or below this is treated as unknown
 
 
@@ -60,6 +65,13 @@ class Rates:
     least_backlog: int = 0
     arrival: float | None = None
     per_replica: float | None = None
+    arrival_slow: float | None = None
+
+    @property
+    def rising(self) -> bool:
+        """The arrival rate is clearly above its slow average (``TREND_SMOOTHING``): load is growing."""
+        fast, slow = self.arrival, self.arrival_slow
+        return fast is not None and slow is not None and fast > slow * RISING + 0.5
 
 
 def observe(
@@ -79,12 +91,15 @@ def observe(
     if reading.added < last.added or reading.done < last.done:
         return _anchored(Rates(per_replica=rates.per_replica), reading)
     arrival = _smooth(rates.arrival, (reading.added - last.added) / elapsed, elapsed, arrival_smoothing)
+    slow = _smooth(rates.arrival_slow, arrival, elapsed, TREND_SMOOTHING)
     most = max(rates.most_consumers, reading.consumers)
     least = min(rates.least_backlog, reading.backlog)
     anchor = rates.anchor
     if anchor is None or reading.done == anchor.done:
         # No work done since the anchor: no sample, the estimate holds.
-        return replace(rates, last=reading, arrival=arrival, most_consumers=most, least_backlog=least)
+        return replace(
+            rates, last=reading, arrival=arrival, arrival_slow=slow, most_consumers=most, least_backlog=least
+        )
     per_replica = rates.per_replica
     span = (reading.at - anchor.at).total_seconds()
     if most > 0 and span > 0:
@@ -93,7 +108,7 @@ def observe(
             per_replica = _smooth(per_replica, sample, span, capacity_smoothing)
         elif per_replica is not None and sample > per_replica:
             per_replica = sample
-    return _anchored(replace(rates, arrival=arrival, per_replica=per_replica), reading)
+    return _anchored(replace(rates, arrival=arrival, arrival_slow=slow, per_replica=per_replica), reading)
 
 
 def _anchored(rates: Rates, reading: Reading) -> Rates:
@@ -110,15 +125,20 @@ def _smooth(previous: float | None, sample: float, elapsed: float, constant: tim
     return previous + weight * (sample - previous)
 
 
-def replicas_for(rates: Rates, *, backlog: int, drain_within: timedelta) -> int | None:
+def replicas_for(
+    rates: Rates, *, backlog: int, drain_within: timedelta, utilization: float = 1.0
+) -> int | None:
     """Replicas to take the arrivals and drain ``backlog`` within ``drain_within`` at the measured rate
-    per replica; None while a rate is unknown. Never 0 while work waits."""
+    per replica (× ``utilization``, in (0, 1]: a lower value leaves headroom); None while a rate is unknown.
+    Never 0 while work waits."""
     arrival, per_replica = rates.arrival, rates.per_replica
     if arrival is None or per_replica is None or per_replica <= _NEGLIGIBLE:
         return None
     seconds = drain_within.total_seconds()
     if seconds <= 0:
         raise ValueError(f"drain_within must be > 0, got {drain_within}")
-    needed = (max(arrival, 0.0) + max(backlog, 0) / seconds) / per_replica
+    if not 0 < utilization <= 1:
+        raise ValueError(f"utilization must be in (0, 1], got {utilization}")
+    needed = (max(arrival, 0.0) + max(backlog, 0) / seconds) / (per_replica * utilization)
     count = math.ceil(needed - 1e-9) if needed < 2**31 else 2**31 - 1
     return max(count, 1) if backlog > 0 else count

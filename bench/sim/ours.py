@@ -3,10 +3,11 @@
 The one place the simulator touches the decision's API. As in the loop: a fixed-rate tick (default 1 s)
 reads every partition's committed and end offsets, builds an ``Observation`` with the Deployment's
 ``spec.replicas`` as the current count, passes the previous ``DecisionState`` and gets the next one back
-(the scale-down window and the idle timer live there, exactly as in the controller), and patches when the
-count changes. HTTP targets: the activators report concurrency (queued + in flight) every second, and a
+(the scale-down window, the idle timer and drain-within's rates live there, exactly as in the
+controller), with the ready replicas the Deployment's status reports, and patches when the count changes.
+HTTP targets: the activators report concurrency (queued + in flight) every second, and a
 request for a target with no ready replica pokes the loop, which decides at once with the poke counted as
-one waiting request (``ControlLoop.decide_poked``).
+one waiting request (``control/worker.py``).
 """
 
 from __future__ import annotations
@@ -57,7 +58,11 @@ class Ours:
         if self.policy.uses_http:
             concurrency = max(view.concurrency, 1) if poked else view.concurrency
         observation = Observation(
-            current_replicas=view.spec, partitions=partitions, kafka_error=None, concurrency=concurrency
+            current_replicas=view.spec,
+            partitions=partitions,
+            kafka_error=None,
+            concurrency=concurrency,
+            ready_replicas=view.ready,
         )
         now = EPOCH + timedelta(seconds=round(view.t, 6))
         decision, self.state = decide.decide(self.policy, observation, self.state, now)

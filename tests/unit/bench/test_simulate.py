@@ -190,7 +190,7 @@ def test_the_results_have_the_documented_shape(tmp_path: Path) -> None:
     doc = json.loads((tmp_path / "simulation.json").read_text())
     [entry] = doc["traces"]
     assert entry["name"] == "tiny"
-    assert set(entry["policies"]) == {"ours-default", "keda-default", "keda-tuned"}
+    assert set(entry["policies"]) == {"ours-default", "ours-drain-within", "keda-default", "keda-tuned"}
     for metrics in entry["policies"].values():
         assert set(metrics) == {
             "replica_seconds",
