@@ -116,7 +116,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     runs = run_all(found, model=MODEL, seed=args.seed)
     command = "python -m bench.simulate" + (" " + " ".join(argv) if argv else "")
-    for path in report.write(args.out, runs, found, command=command, png=not args.no_png):
+    model = (
+        f"Worker model: {MODEL.throughput:g} records/s per replica (exponential per-record times), pod start "
+        f"{MODEL.start_min:g} s + exponential mean {MODEL.start_extra:g} s, {MODEL.partitions} partitions; "
+        f"HTTP: {MODEL.concurrency} concurrent requests of {MODEL.service_time:g} s per replica. "
+        "ours-default: `kafka-group` only (lag-per-replica 10, scale-down-window 1m, scale-to-zero-after "
+        "5m); "
+        "ours-drain-within: plus `drain-within: 30s`. keda-* on HTTP traces model the HTTP add-on's pending "
+        "requests through the same HPA, with the target at concurrency-per-replica."
+    )
+    for path in report.write(args.out, runs, found, command=command, model=model, png=not args.no_png):
         print(path)
     return 0
 

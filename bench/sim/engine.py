@@ -16,8 +16,8 @@ while no replica is ready is a cold request (the activator pokes the controller 
 
 Measured: replica-seconds (pods existing, starting or ready: what the platform pays), the age of every
 record when it leaves the backlog (Kafka: processed; HTTP: dispatched to a replica), the largest backlog,
-the scale changes, the direction reversals within each burst, and the time from the trace's last arrival
-to zero replicas. Everything is deterministic for a seed.
+the scale changes, the direction reversals of each burst (from its first scale-up), and the time from the
+trace's last arrival to zero replicas. Everything is deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -293,11 +293,14 @@ def _consume(
 def reversals_per_burst(
     changes: list[tuple[float, int]], bursts: tuple[tuple[float, float], ...]
 ) -> tuple[int, ...]:
-    """For each burst, how often the scale direction reversed between its start and the next burst's
-    start (up then down is one reversal: no flapping; up, down, up is two)."""
+    """For each burst, how often the scale direction reversed from its first scale-up to the next burst's
+    start (up then down is one reversal: no flapping; up, down, up is two). Scale-downs before a burst's
+    first scale-up finish the previous burst (a count still coming down from it) and are not its own."""
     result = []
     for index, (start, _) in enumerate(bursts):
         until = bursts[index + 1][0] if index + 1 < len(bursts) else float("inf")
         directions = [d for at, d in changes if start <= at < until]
+        while directions and directions[0] < 0:
+            directions.pop(0)
         result.append(sum(1 for a, b in itertools.pairwise(directions) if a != b))
     return tuple(result)

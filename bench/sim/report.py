@@ -60,12 +60,19 @@ def markdown(
     traces: Mapping[str, Trace],
     *,
     command: str,
+    model: str = "",
     versus: str = "keda-default",
 ) -> str:
     lines = [
         "# Scaling simulation",
         "",
-        f"Produced by `{command}` (deterministic: same seed, same figures).",
+        f"Produced by `{command}` (deterministic: same seed, same figures). {model}",
+        "",
+        "Replica-seconds: pods existing (starting or ready) over time. Backlog age: seconds from a record's "
+        "arrival until it leaves the backlog (Kafka: processed; HTTP: dispatched to a replica), over every "
+        "record. Scale changes: patches of the replica count. Reversals per burst: direction changes from "
+        "the burst's first scale-up to the next burst's start (1 = up then down, no flapping). Time to "
+        "zero: from the trace's last arrival.",
         "",
     ]
     for name, trace_runs in runs.items():
@@ -132,13 +139,14 @@ def write(
     traces: Mapping[str, Trace],
     *,
     command: str,
+    model: str = "",
     png: bool = True,
 ) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "simulation.json", out / "simulation.details.json", out / "simulation.md"]
     written[0].write_text(json.dumps(document(runs), indent=2) + "\n")
     written[1].write_text(json.dumps(details(runs, traces), indent=2) + "\n")
-    written[2].write_text(markdown(runs, traces, command=command))
+    written[2].write_text(markdown(runs, traces, command=command, model=model))
     if png:
         for name, trace_runs in runs.items():
             written.append(plot(traces[name], trace_runs, out / f"simulation-{name}.png"))

@@ -177,6 +177,9 @@ def test_a_burst_that_goes_up_and_down_once_has_one_reversal_and_flapping_has_mo
     bursts = ((0.0, 10.0), (100.0, 110.0))
     changes = [(1.0, 1), (2.0, 1), (50.0, -1), (101.0, 1), (102.0, -1), (103.0, 1)]
     assert engine.reversals_per_burst(changes, bursts) == (1, 2)
+    # A count still coming down from the previous burst when the next one starts is not a reversal.
+    tail = [(1.0, 1), (50.0, -1), (100.5, -1), (101.0, 1), (150.0, -1)]
+    assert engine.reversals_per_burst(tail, bursts) == (1, 1)
 
 
 def test_the_results_have_the_documented_shape(tmp_path: Path) -> None:
