@@ -36,7 +36,9 @@ from bench.sim.traces import Trace
 class WorkerModel:
     """Per-replica throughput in records/s (``drawn``: exponential per-record times, i.e. Poisson
     completions per step; otherwise exactly ``throughput`` per second); pod start delay = ``start_min`` +
-    an exponential with mean ``start_extra`` seconds; Kafka partitions; HTTP concurrency and service time."""
+    an exponential with mean ``start_extra`` seconds; Kafka partitions; HTTP concurrency and service time;
+    ``rebalance_pause``: seconds every consumer stops when the group's membership changes (an eager
+    rebalance: members rejoin on their next heartbeat)."""
 
     throughput: float = 20.0
     drawn: bool = True
@@ -45,6 +47,7 @@ class WorkerModel:
     partitions: int = 12
     concurrency: int = 10
     service_time: float = 0.5
+    rebalance_pause: float = 0.0
 
     def __post_init__(self) -> None:
         if self.throughput <= 0 or self.partitions < 1 or self.concurrency < 1 or self.service_time <= 0:
@@ -52,8 +55,8 @@ class WorkerModel:
                 "throughput and service_time must be > 0, partitions and concurrency at least 1, got "
                 f"{self.throughput}, {self.service_time}, {self.partitions}, {self.concurrency}"
             )
-        if self.start_min < 0 or self.start_extra < 0:
-            raise ValueError("start_min and start_extra must be >= 0 seconds")
+        if self.start_min < 0 or self.start_extra < 0 or self.rebalance_pause < 0:
+            raise ValueError("start_min, start_extra and rebalance_pause must be >= 0 seconds")
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,8 @@ def simulate(trace: Trace, model: WorkerModel, policy: Policy, *, seed: int = 1)
     rotate = 0
     last_arrival = max((i for i, n in enumerate(trace.arrivals) if n), default=-1)
     zero_at: float | None = None
+    members = 0
+    paused_until = -1.0
 
     for i, arriving in enumerate(trace.arrivals):
         t = i * dt
@@ -187,6 +192,11 @@ def simulate(trace: Trace, model: WorkerModel, policy: Policy, *, seed: int = 1)
         ready = sum(1 for at in ready_at if at <= done_t)
         if kafka:
             consumers = min(ready, parts)
+            if consumers != members:
+                members = consumers
+                paused_until = t + model.rebalance_pause if model.rebalance_pause else -1.0
+            if done_t <= paused_until + 1e-9:
+                consumers = 0
             if len(carry) < consumers:
                 carry.extend([0.0] * (consumers - len(carry)))
             for c in range(consumers):

@@ -38,6 +38,7 @@ class Ours:
         self.state = decide.DecisionState.initial(policy.last_active)
         self.rules: list[str] = []
         self._next_tick = 0.0
+        self._topic = policy.kafka_topics[0] if policy.kafka_topics else TOPIC
 
     def step(self, view: View) -> int:
         if view.t + 1e-9 >= self._next_tick:
@@ -51,7 +52,7 @@ class Ours:
         partitions = None
         if self.policy.uses_kafka:
             partitions = tuple(
-                PartitionOffsets(TOPIC, p, committed, end, 0)
+                PartitionOffsets(self._topic, p, committed, end, 0)
                 for p, (committed, end) in enumerate(zip(view.committed, view.end, strict=True))
             )
         concurrency = None

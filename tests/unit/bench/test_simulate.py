@@ -205,3 +205,22 @@ def test_the_results_have_the_documented_shape(tmp_path: Path) -> None:
         }
     assert (tmp_path / "simulation-tiny.png").stat().st_size > 0
     assert "| ours-default |" in (tmp_path / "simulation.md").read_text()
+
+
+def test_our_policy_sees_the_simulated_partitions_under_its_annotated_topic() -> None:
+    policy = ours.Ours("ours", {"kafka-group": "g", "kafka-topics": "billing"})
+    run = engine.simulate(tiny([40] + [0] * 100), FAST, policy, seed=1)
+    assert "activate" in policy.rules
+    assert run.processed == 40
+
+
+def test_a_membership_change_pauses_every_consumer_for_the_rebalance() -> None:
+    paused = WorkerModel(
+        throughput=10.0, drawn=False, start_min=1.0, start_extra=0.0, partitions=4, rebalance_pause=2.0
+    )
+    trace = tiny([20] + [0] * 49)
+    quick = engine.simulate(trace, FAST, Fixed(1), seed=1)
+    slow = engine.simulate(trace, paused, Fixed(1), seed=1)
+    assert quick.processed == slow.processed == 20
+    # The one consumer joins at 1.1 s and then waits out 2 s of rebalance before its first record.
+    assert slow.backlog_age_p50_s == pytest.approx(quick.backlog_age_p50_s + 2.0, abs=0.15)
