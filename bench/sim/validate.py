@@ -7,7 +7,8 @@ taking ``--rate`` records/s) at 0 replicas annotated for ``drain-within: 30s``, 
 (``queue-autoscaler run``, 1 s tick) for that namespace, replays a spike through ``bench.load`` and samples
 the Deployment and its lag with ``bench.watch`` until it is back at zero. Then it simulates the same trace
 with the same annotations and a worker model of the same rate and partitions, its pod start delay the one
-measured in the run, and writes both to ``bench/results/validation.{json,md}``.
+measured in the run, and writes both to ``bench/results/validation.{json,md}`` (and appends the run to
+``validation.runs.jsonl``).
 
 Measured on the devstack: replica-seconds = ∫ spec.replicas dt; backlog age of each record = the time the
 consumed count (records sent − lag) reached it − the time it was sent (records sent from the producer's
@@ -322,6 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python -m bench.sim.validate" + (" " + " ".join(argv) if argv else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "validation.json").write_text(json.dumps(result, indent=2) + "\n")
+    with (RESULTS / "validation.runs.jsonl").open("a") as runs:  # every run, kept: run-to-run spread
+        runs.write(json.dumps({"command": command, **result}) + "\n")
     (RESULTS / "validation.md").write_text(markdown(result, command))
     print(markdown(result, command))
     return 0
