@@ -141,6 +141,7 @@ class TargetWorker:
             concurrency=concurrency,
             requests_started=inputs.started,
             peak_concurrency=inputs.peak,
+            ready_replicas=info.ready_replicas,
         )
         started = time.perf_counter()
         decision, self._state = decide.decide(policy, observation, self._state, self._wall_clock())

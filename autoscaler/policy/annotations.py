@@ -33,9 +33,9 @@ class ScalingPolicy:
     None means "unset" where the contract has no default: ``kafka_topics`` empty is all topics the group has
     offsets for, ``kafka_partitions`` None is all partitions, ``http_host`` None is
     ``<deployment>.<namespace>`` only, ``http_port`` None is the Service's only port (a number is a port the
-    pods listen on, a name is a Service port name), ``cloudevents_types`` None is any type.
-    ``last_active`` is written by the controller and is left out of equality and hashing, so two
-    policies compare equal when the user-set keys do.
+    pods listen on, a name is a Service port name), ``cloudevents_types`` None is any type, ``drain_within``
+    None is fixed thresholds only (no rate-aware sizing). ``last_active`` is written by the controller and
+    is left out of equality and hashing, so two policies compare equal when the user-set keys do.
     """
 
     kafka_group: str | None
@@ -65,7 +65,8 @@ class ScalingPolicy:
     activation_timeout: timedelta
     cloudevents: bool
     cloudevents_types: frozenset[str] | None
-    last_active: datetime | None = field(compare=False)
+    drain_within: timedelta | None = None
+    last_active: datetime | None = field(compare=False, default=None)
     kafka_connection: str = "default"
 
     @property
@@ -291,6 +292,7 @@ _KEYS: dict[str, _Key] = {
     "activation-timeout": _Key(_duration(positive=True), timedelta(seconds=60)),
     "cloudevents": _Key(_boolean, False),
     "cloudevents-types": _Key(_event_types, None),
+    "drain-within": _Key(_duration(positive=True), None),
 }
 
 KNOWN_KEYS: frozenset[str] = frozenset(_KEYS) | {LAST_ACTIVE}

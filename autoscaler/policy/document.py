@@ -11,11 +11,12 @@ import json
 from collections.abc import Collection, Mapping
 from datetime import datetime
 
-from autoscaler.model import Observation, PartitionOffsets, TopicPartition
+from autoscaler.model import Decision, Observation, PartitionOffsets, TopicPartition
 from autoscaler.policy import reasons
 from autoscaler.policy.annotations import PREFIX, format_rfc3339, parse_rfc3339
 from autoscaler.policy.annotations import parse as parse_annotations
 from autoscaler.policy.decide import DecisionState, decide
+from autoscaler.policy.rates import Rates, Reading
 
 
 class DocumentError(ValueError):
@@ -33,11 +34,12 @@ DOCUMENT_KEYS = frozenset(
         "concurrency",
         "requests_started",
         "peak_concurrency",
+        "ready_replicas",
         "kafka_error",
     }
 )
 PARTITION_KEYS = frozenset({"topic", "partition", "committed", "end", "start"})
-STATE_KEYS = frozenset({"idle_since", "history", "committed"})
+STATE_KEYS = frozenset({"idle_since", "history", "committed", "rates"})
 COMMITTED_KEYS = frozenset({"topic", "partition", "offset"})
 
 
@@ -63,13 +65,72 @@ def _known(obj: Mapping[str, object], allowed: Collection[str], where: str) -> N
 
 def state_to_json(state: DecisionState) -> dict[str, object]:
     fmt = format_rfc3339
-    return {
+    doc: dict[str, object] = {
         "idle_since": None if state.idle_since is None else fmt(state.idle_since),
         "history": [[fmt(moment), count] for moment, count in state.history],
         "committed": [
             {"topic": tp.topic, "partition": tp.partition, "offset": offset} for tp, offset in state.committed
         ],
     }
+    if state.rates != Rates():  # only drain-within targets measure rates
+        doc["rates"] = _rates_to_json(state.rates)
+    return doc
+
+
+def _rates_to_json(rates: Rates) -> dict[str, object]:
+    def reading(r: Reading | None) -> dict[str, object] | None:
+        if r is None:
+            return None
+        return {"at": format_rfc3339(r.at), "added": r.added, "done": r.done, "consumers": r.consumers}
+
+    return {
+        "last": reading(rates.last),
+        "anchor": reading(rates.anchor),
+        "most_consumers": rates.most_consumers,
+        "least_backlog": rates.least_backlog,
+        "arrival": rates.arrival,
+        "arrival_slow": rates.arrival_slow,
+        "per_replica": rates.per_replica,
+    }
+
+
+def _rates_from_json(obj: object) -> Rates:
+    if obj is None:
+        return Rates()
+    if not isinstance(obj, Mapping):
+        raise DocumentError("state.rates must be an object")
+
+    def reading(name: str) -> Reading | None:
+        raw = obj.get(name)
+        if raw is None:
+            return None
+        where = f"state.rates.{name}"
+        if not isinstance(raw, Mapping):
+            raise DocumentError(f"{where} must be an object with at, added, done, consumers")
+        return Reading(
+            _time(raw.get("at"), f"{where}.at"),
+            _count(raw.get("added"), f"{where}.added"),
+            _count(raw.get("done"), f"{where}.done"),
+            _count(raw.get("consumers"), f"{where}.consumers"),
+        )
+
+    def rate(name: str) -> float | None:
+        raw = obj.get(name)
+        if raw is None:
+            return None
+        if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 <= raw < float("inf"):
+            raise DocumentError(f"state.rates.{name} must be a number >= 0 or null, got {raw!r}")
+        return float(raw)
+
+    return Rates(
+        last=reading("last"),
+        anchor=reading("anchor"),
+        most_consumers=_count(obj.get("most_consumers", 0), "state.rates.most_consumers"),
+        least_backlog=_count(obj.get("least_backlog", 0), "state.rates.least_backlog"),
+        arrival=rate("arrival"),
+        arrival_slow=rate("arrival_slow"),
+        per_replica=rate("per_replica"),
+    )
 
 
 def state_from_json(obj: object) -> DecisionState:
@@ -97,7 +158,12 @@ def state_from_json(obj: object) -> DecisionState:
             _count(entry.get("partition"), f"{where}.partition"),
         )
         committed.append((tp, _count(entry.get("offset"), f"{where}.offset")))
-    return DecisionState(idle_since=idle_since, history=tuple(history), committed=tuple(committed))
+    return DecisionState(
+        idle_since=idle_since,
+        history=tuple(history),
+        committed=tuple(committed),
+        rates=_rates_from_json(obj.get("rates")),
+    )
 
 
 def decide_document(doc: object, now: datetime) -> dict[str, object]:
@@ -106,8 +172,9 @@ def decide_document(doc: object, now: datetime) -> dict[str, object]:
     ``now`` is used when the document has no ``now``. Annotation keys may omit the ``queue-autoscaler.dev/``
     prefix. Besides the documented fields, ``concurrency`` (activator in-flight + queued, for HTTP targets)
     with ``requests_started`` and ``peak_concurrency`` (what the activators saw since the previous decision),
-    and ``kafka_error`` are accepted. A Kafka target needs ``partitions``: null means the lag could not be
-    read. Unknown keys and integers beyond int64 are refused.
+    ``ready_replicas`` (drain-within's divisor; absent: not known) and ``kafka_error`` are accepted. A Kafka
+    target needs ``partitions``: null means the lag could not be read. Unknown keys and integers beyond
+    int64 are refused.
     Raises DocumentError (a ValueError) for a malformed document, PolicyError for invalid annotations.
     """
     if not isinstance(doc, Mapping):
@@ -128,6 +195,7 @@ def decide_document(doc: object, now: datetime) -> dict[str, object]:
     concurrency = None if doc.get("concurrency") is None else _count(doc["concurrency"], "concurrency")
     started = _count(doc.get("requests_started", 0), "requests_started")
     peak = _count(doc.get("peak_concurrency", 0), "peak_concurrency")
+    ready = None if doc.get("ready_replicas") is None else _count(doc["ready_replicas"], "ready_replicas")
     kafka_error = doc.get("kafka_error")
     if kafka_error is not None and not isinstance(kafka_error, str):
         raise DocumentError("kafka_error must be a string")
@@ -158,9 +226,10 @@ def decide_document(doc: object, now: datetime) -> dict[str, object]:
         concurrency=concurrency,
         requests_started=started,
         peak_concurrency=peak,
+        ready_replicas=ready,
     )
     decision, new_state = decide(policy, observation, state, now)
-    return {
+    answer: dict[str, object] = {
         "desired_replicas": decision.desired_replicas,
         "total_lag": decision.total_lag,
         "active": decision.active,
@@ -168,6 +237,26 @@ def decide_document(doc: object, now: datetime) -> dict[str, object]:
         "rule": str(decision.rule),
         "state": state_to_json(new_state),
     }
+    used = _rates_used(decision)
+    if used is not None:
+        answer["rates"] = used
+    return answer
+
+
+def _rates_used(decision: Decision) -> dict[str, object] | None:
+    """drain-within's numbers, when it sized a source: rates in records/s, null while not measured."""
+    for reading in decision.readings:
+        rate = reading.rate
+        if rate is not None:
+            return {
+                "drain_within_s": rate.drain_within.total_seconds(),
+                "arrival_per_s": None if rate.arrival is None else round(rate.arrival, 3),
+                "per_replica_per_s": None if rate.per_replica is None else round(rate.per_replica, 3),
+                "replicas": rate.needed,
+                "keep": rate.keep,
+                "rising": rate.rising,
+            }
+    return None
 
 
 def _partitions(value: object) -> tuple[PartitionOffsets, ...]:

@@ -31,6 +31,7 @@ class Info:
     uid: str
     annotations: Mapping[str, str]
     replicas: int
+    ready_replicas: int = 0
 
 
 @dataclass
