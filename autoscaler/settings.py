@@ -86,6 +86,7 @@ class ControllerSettings:
     lease_name: str
     identity: str
     report_insecure: bool = False
+    cross_namespace_hosts: bool = False
     lease_duration: float = leases.LEASE_DURATION
     renew_deadline: float = leases.RENEW_DEADLINE
     retry_period: float = leases.RETRY_PERIOD
@@ -200,9 +201,20 @@ def connections_settings(args: argparse.Namespace) -> connections_file.Connectio
     return loaded.with_default_kafka(args.kafka_bootstrap or None)
 
 
+def _add_cross_namespace_hosts_flag(parser: argparse.ArgumentParser) -> None:
+    """Shared by the controller and the activator: both must resolve host ownership alike."""
+    parser.add_argument(
+        "--allow-cross-namespace-hosts",
+        default=env_default("--allow-cross-namespace-hosts", "false"),
+        help="true: an http-host may name a host of another namespace (<name>.<namespace>[.svc...]); "
+        "default false: such a claim is refused (give controller and activators the same value)",
+    )
+
+
 def add_controller_flags(parser: argparse.ArgumentParser) -> None:
     add_kube_flags(parser)
     add_connections_flags(parser)
+    _add_cross_namespace_hosts_flag(parser)
     parser.add_argument(
         "--interval", default=env_default("--interval", "1"), help="seconds between ticks (default 1)"
     )
@@ -294,6 +306,7 @@ def controller_settings(args: argparse.Namespace) -> ControllerSettings:
         report_token=report_token,
         report_insecure=insecure,
         report_url=args.report_url,
+        cross_namespace_hosts=_boolean("--allow-cross-namespace-hosts", args.allow_cross_namespace_hosts),
         log_format=_log_format(args.log_format),
         leader_election=args.leader_election == "true",
         lease_namespace=args.lease_namespace,
@@ -338,12 +351,7 @@ def add_activator_flags(parser: argparse.ArgumentParser) -> None:
         default=env_default("--drain-timeout", "30"),
         help="on SIGTERM, seconds to finish in-flight and buffered requests (default 30)",
     )
-    parser.add_argument(
-        "--allow-cross-namespace-hosts",
-        default=env_default("--allow-cross-namespace-hosts", "false"),
-        help="true: an http-host may name a host of another namespace (<name>.<namespace>[.svc...]); "
-        "default false: such a claim is refused",
-    )
+    _add_cross_namespace_hosts_flag(parser)
     parser.add_argument(
         "--header-timeout",
         default=env_default("--header-timeout", "10"),

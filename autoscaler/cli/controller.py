@@ -104,6 +104,7 @@ async def _controller(cfg: settings.ControllerSettings) -> int:
         default_bootstrap=_default_bootstrap(cfg),
         interval=cfg.interval,
         is_leader=lambda: elector is None or elector.is_leader,
+        cross_namespace_hosts=cfg.cross_namespace_hosts,
     )
 
     def healthy() -> str | None:

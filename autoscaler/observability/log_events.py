@@ -26,6 +26,7 @@ class ControlLog:
     EVENT_FAILED: Final = "control.event.failed"
     WORKERS_DRAINING: Final = "control.workers.draining"
     REPORT_INSECURE: Final = "control.report.insecure"
+    HOST_REFUSED: Final = "control.host.refused"
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ class Info:
     annotations: Mapping[str, str]
     replicas: int
     ready_replicas: int = 0
+    created: datetime | None = None
 
 
 @dataclass
