@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from autoscaler import errors, settings
 from autoscaler.cli import activator, controller, oneshot
+from autoscaler.cli import eventing as cli_eventing
 from autoscaler.cli.oneshot import EXIT_INVALID as EXIT_INVALID
 from autoscaler.observability import logging as obs_logging
 
@@ -46,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
         description=oneshot.DECIDE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    sub.add_parser(
+        "match",
+        help="does a Trigger take this event, and why: JSON document on stdin, verdict on stdout",
+        description=cli_eventing.MATCH_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     lag = sub.add_parser(
         "lag",
         help="show a consumer group's lag per partition, like kafka-consumer-groups --describe",
@@ -67,13 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    one_shot = args.command in ("decide", "lag")
+    one_shot = args.command in ("decide", "lag", "match")
     obs_logging.configure(log_format="console" if one_shot else "auto", level="warning")
     if one_shot:  # the command's own message says what failed; the libraries' retries are noise here
         logging.getLogger().setLevel(logging.CRITICAL)
     try:
         if args.command == "decide":
             return oneshot.cmd_decide()
+        if args.command == "match":
+            return cli_eventing.cmd_match()
         if args.command == "lag":
             return asyncio.run(oneshot.cmd_lag(args))
         if args.command == "run":
