@@ -47,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
         description=oneshot.DECIDE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    ingress = sub.add_parser(
+        "broker-ingress",
+        help="run the broker ingress (POST /<namespace>/<broker> writes CloudEvents to Kafka)",
+        description="Accept CloudEvents for Brokers of class queue-autoscaler and write each to the Broker's "
+        "topic knative-broker-<namespace>-<name>, answering 202 once Kafka acknowledged it.",
+    )
+    settings.add_broker_ingress_flags(ingress)
     sub.add_parser(
         "match",
         help="does a Trigger take this event, and why: JSON document on stdin, verdict on stdout",
@@ -85,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cli_eventing.cmd_match()
         if args.command == "lag":
             return asyncio.run(oneshot.cmd_lag(args))
+        if args.command == "broker-ingress":
+            return cli_eventing.run_broker_ingress(settings.broker_ingress_settings(args))
         if args.command == "run":
             return controller.run_controller(settings.controller_settings(args))
         return activator.run_activator(settings.activator_settings(args))

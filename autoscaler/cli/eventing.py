@@ -3,11 +3,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
 import sys
 
-from autoscaler import errors
-from autoscaler.eventing import filters
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from autoscaler import errors, model, settings
+from autoscaler.eventing import filters, ingress
+from autoscaler.eventing import kafka as eventing_kafka
+from autoscaler.kube import client as kube_client
+from autoscaler.kube import eventing as kube_eventing
+from autoscaler.observability import http as obs_http
+from autoscaler.observability import logging as obs_logging
+from autoscaler.observability.log_events import EventingLog
+
+log = structlog.get_logger("autoscaler")
 
 EXIT_INVALID = 2
 
@@ -43,3 +57,74 @@ def cmd_match() -> int:
     json.dump({"matches": verdict.matches, "reason": verdict.reason}, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
+
+
+# --- broker-ingress ---------------------------------------------------------------------------------------
+
+
+class BrokerTopics:
+    """The ingress's view of the Brokers: the topic of each Broker of class queue-autoscaler."""
+
+    def __init__(self, brokers: kube_eventing.Cache) -> None:
+        self._brokers = brokers
+
+    def topic(self, namespace: str, name: str) -> str | None:
+        found = self._brokers.get(namespace, name)
+        if found is None or not found.ours:
+            return None
+        return model.broker_topic(namespace, name)
+
+
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+def _bound_port(runner: web.AppRunner, configured: int) -> int:
+    addresses = runner.addresses
+    return int(addresses[0][1]) if addresses else configured
+
+
+def run_broker_ingress(cfg: settings.BrokerIngressSettings) -> int:
+    obs_logging.configure(log_format=cfg.log_format, level="info")
+    return asyncio.run(_broker_ingress(cfg))
+
+
+async def _broker_ingress(cfg: settings.BrokerIngressSettings) -> int:
+    registry = CollectorRegistry()
+    api = await kube_client.connect(kubeconfig=str(cfg.kube.kubeconfig) if cfg.kube.kubeconfig else None)
+    brokers = kube_eventing.cache(api, plural="brokers", namespaces=cfg.kube.namespaces or None)
+    kafka_settings = eventing_kafka.KafkaSettings(cfg.kafka_bootstrap)
+    producer = eventing_kafka.Producer(kafka_settings)
+    front = ingress.Ingress(
+        brokers=BrokerTopics(brokers),
+        sink=producer,
+        topics=eventing_kafka.Topics(kafka_settings, partitions=cfg.partitions),
+        metrics=ingress.IngressMetrics(registry),
+        settings=ingress.IngressSettings(max_body_bytes=cfg.max_body_bytes, max_in_flight=cfg.max_in_flight),
+    )
+    watching = asyncio.create_task(brokers.run(), name="broker watch")
+    runners: list[web.AppRunner] = []
+    try:
+        stop = _stop_event()
+        await asyncio.wait_for(brokers.synced.wait(), timeout=120)
+        admin = obs_http.build_app(registry=registry, healthy=lambda: None, ready=lambda: None)
+        admin_runner, admin_port = await obs_http.serve(admin, host=cfg.listen_host, port=cfg.metrics_port)
+        runners.append(admin_runner)
+        runner = web.AppRunner(front.build_app(), access_log=None)
+        await runner.setup()
+        runners.append(runner)
+        await web.TCPSite(runner, cfg.listen_host, cfg.port).start()
+        log.info(EventingLog.INGRESS_LISTENING, port=_bound_port(runner, cfg.port), metrics_port=admin_port)
+        await stop.wait()
+        return 0
+    finally:
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
+        for one in reversed(runners):
+            await one.cleanup()
+        await producer.close()
+        await api.close()
