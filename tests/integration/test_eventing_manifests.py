@@ -1,6 +1,6 @@
 """The event broker's kustomize component against the devstack's real API server.
 
-Every rendered object of ``manifests/eventing/install`` (the base with the eventing component and its CRDs)
+Every rendered object of the base with the ``manifests/eventing`` component (CRDs, RBAC, ingress, dispatcher)
 passes a server-side dry-run with strict field validation; SubjectAccessReviews ask the real authorizer what
 the ingress and the dispatcher may do; and the CRDs, applied for real (they stay installed: they are the
 cluster's API, like Knative's), accept the canonical Trigger verbatim and refuse what Knative refuses.
@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
+import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,7 @@ __all__ = ["kustomize", "rest"]  # fixtures
 
 pytestmark = pytest.mark.devstack
 
-INSTALL = MANIFESTS / "eventing" / "install"
+COMPONENT = MANIFESTS / "eventing"
 INGRESS_SA = f"system:serviceaccount:{NAMESPACE}:queue-autoscaler-broker-ingress"
 DISPATCHER_SA = f"system:serviceaccount:{NAMESPACE}:queue-autoscaler-dispatcher"
 GROUP = "eventing.knative.dev"
@@ -59,15 +61,26 @@ ISSUE_TRIGGER: dict[str, Any] = {
 }
 
 
+async def render_install(kustomize: Path) -> list[dict[str, Any]]:
+    """The base with the eventing component, as a user's kustomization would include them."""
+    with tempfile.TemporaryDirectory() as directory:
+        (Path(directory) / "kustomization.yaml").write_text(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+            f"resources: [{os.path.relpath(MANIFESTS / 'base', directory)}]\n"
+            f"components: [{os.path.relpath(COMPONENT, directory)}]\n"
+        )
+        return await render(kustomize, Path(directory))
+
+
 async def install_crds(kustomize: Path, rest: Rest) -> None:
     """Applies the CRDs for real (idempotent) and waits until both are Established."""
-    crds = await render(kustomize, MANIFESTS / "eventing" / "install")
+    crds = await render_install(kustomize)
     for crd in (o for o in crds if o["kind"] == "CustomResourceDefinition"):
         status, doc = await rest.apply(crd, dry_run=False)
         assert status in (200, 201), f"apply {ident(crd)}: HTTP {status}: {doc.get('message', doc)}"
 
         def established(found: dict[str, Any] | None) -> bool:
-            conditions = (found or {}).get("status", {}).get("conditions", [])
+            conditions = ((found or {}).get("status") or {}).get("conditions") or []
             return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
         await eventually(
@@ -85,7 +98,7 @@ async def install_crds(kustomize: Path, rest: Rest) -> None:
 async def test_the_component_renders_crds_rbac_and_the_ingress_and_dispatcher_next_to_the_base(
     kustomize: Path,
 ) -> None:
-    objects = await render(kustomize, INSTALL)
+    objects = await render_install(kustomize)
     names = {ident(o) for o in objects}
     assert {
         ("CustomResourceDefinition", "", "brokers.eventing.knative.dev"),
@@ -108,7 +121,7 @@ async def test_the_component_renders_crds_rbac_and_the_ingress_and_dispatcher_ne
 async def test_every_object_of_the_eventing_install_passes_a_strict_server_side_dry_run(
     kustomize: Path, rest: Rest
 ) -> None:
-    objects = await render(kustomize, INSTALL)
+    objects = await render_install(kustomize)
     namespaces = [o for o in objects if o["kind"] == "Namespace"]
     others = [o for o in objects if o["kind"] != "Namespace"]
     rejected: list[str] = []
@@ -162,7 +175,7 @@ DISPATCHER_CANNOT = [
 async def test_the_rbac_grants_the_ingress_and_the_dispatcher_exactly_what_they_need(
     kustomize: Path, rest: Rest
 ) -> None:
-    objects = await render(kustomize, INSTALL)
+    objects = await render_install(kustomize)
     namespace = [o for o in objects if o["kind"] == "Namespace"]
     rbac = [
         o
@@ -237,13 +250,14 @@ async def test_the_installed_crds_accept_the_canonical_trigger_verbatim_and_refu
         status, doc = await rest.apply(broken, dry_run=True)
         assert status == 422, doc
         message = doc["message"]
-        for expected in (
-            "spec.broker: Required value",
-            "needs a ref or a uri",
-            "fibonacci",
-            "spec.filters[0]",
-        ):
+        for expected in ("spec.broker: Required value", "fibonacci", "spec.filters[0]: Too many"):
             assert expected in message, message
+        nowhere = copy.deepcopy(broken)
+        nowhere["spec"] = {"broker": "b", "subscriber": {}}
+        status, doc = await rest.apply(nowhere, dry_run=True)
+        assert status == 422, doc
+        assert "spec.subscriber: Invalid value" in doc["message"]
+        assert "needs a ref or a uri" in doc["message"]
 
         broker = {
             "apiVersion": "eventing.knative.dev/v1",
