@@ -61,14 +61,18 @@ ISSUE_TRIGGER: dict[str, Any] = {
 }
 
 
+def write_install(directory: str) -> None:
+    """A user's kustomization: the base with the eventing component."""
+    (Path(directory) / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources: [{os.path.relpath(MANIFESTS / 'base', directory)}]\n"
+        f"components: [{os.path.relpath(COMPONENT, directory)}]\n"
+    )
+
+
 async def render_install(kustomize: Path) -> list[dict[str, Any]]:
-    """The base with the eventing component, as a user's kustomization would include them."""
     with tempfile.TemporaryDirectory() as directory:
-        (Path(directory) / "kustomization.yaml").write_text(
-            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-            f"resources: [{os.path.relpath(MANIFESTS / 'base', directory)}]\n"
-            f"components: [{os.path.relpath(COMPONENT, directory)}]\n"
-        )
+        write_install(directory)
         return await render(kustomize, Path(directory))
 
 
