@@ -54,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
         "topic knative-broker-<namespace>-<name>, answering 202 once Kafka acknowledged it.",
     )
     settings.add_broker_ingress_flags(ingress)
+    dispatcher = sub.add_parser(
+        "dispatcher",
+        help="run the dispatcher (delivers each Trigger's events; writes Broker and Trigger status)",
+        description="Consume each Trigger's events with its own consumer group knative-trigger-<namespace>-"
+        "<name>, filter, deliver with retries and dead-lettering, and write Broker and Trigger status.",
+    )
+    settings.add_dispatcher_flags(dispatcher)
     sub.add_parser(
         "match",
         help="does a Trigger take this event, and why: JSON document on stdin, verdict on stdout",
@@ -94,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(oneshot.cmd_lag(args))
         if args.command == "broker-ingress":
             return cli_eventing.run_broker_ingress(settings.broker_ingress_settings(args))
+        if args.command == "dispatcher":
+            return cli_eventing.run_dispatcher(settings.dispatcher_settings(args))
         if args.command == "run":
             return controller.run_controller(settings.controller_settings(args))
         return activator.run_activator(settings.activator_settings(args))

@@ -8,12 +8,13 @@ import json
 import signal
 import sys
 
+import aiohttp
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from autoscaler import errors, model, settings
-from autoscaler.eventing import filters, ingress
+from autoscaler.eventing import dispatcher, filters, ingress, supervise
 from autoscaler.eventing import kafka as eventing_kafka
 from autoscaler.kube import client as kube_client
 from autoscaler.kube import eventing as kube_eventing
@@ -128,3 +129,72 @@ async def _broker_ingress(cfg: settings.BrokerIngressSettings) -> int:
             await one.cleanup()
         await producer.close()
         await api.close()
+
+
+# --- dispatcher -------------------------------------------------------------------------------------------
+
+
+def run_dispatcher(cfg: settings.DispatcherSettings) -> int:
+    obs_logging.configure(log_format=cfg.log_format, level="info")
+    return asyncio.run(_dispatcher(cfg))
+
+
+async def _dispatcher(cfg: settings.DispatcherSettings) -> int:
+    registry = CollectorRegistry()
+    api = await kube_client.connect(kubeconfig=str(cfg.kube.kubeconfig) if cfg.kube.kubeconfig else None)
+    namespaces = cfg.kube.namespaces or None
+    brokers = kube_eventing.cache(api, plural="brokers", namespaces=namespaces)
+    triggers = kube_eventing.cache(api, plural="triggers", namespaces=namespaces)
+    kafka_settings = eventing_kafka.KafkaSettings(cfg.kafka_bootstrap)
+
+    def consumer(trigger: filters.Trigger) -> eventing_kafka.GroupConsumer:
+        return eventing_kafka.GroupConsumer(
+            kafka_settings,
+            topic=model.broker_topic(trigger.namespace, trigger.broker),
+            group=trigger.consumer_group,
+            max_records=cfg.max_in_flight,
+        )
+
+    tasks: list[asyncio.Task[None]] = []
+    runners: list[web.AppRunner] = []
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        boss = supervise.Supervisor(
+            api=api,
+            brokers=brokers,
+            triggers=triggers,
+            topics=eventing_kafka.Topics(kafka_settings, partitions=cfg.partitions),
+            consumers=consumer,
+            session=session,
+            metrics=dispatcher.DispatcherMetrics(registry),
+            settings=supervise.SuperviseSettings(
+                ingress_url=cfg.ingress_url,
+                cluster_domain=cfg.cluster_domain,
+                max_in_flight=cfg.max_in_flight,
+            ),
+        )
+        try:
+            stop = _stop_event()
+            tasks += [
+                asyncio.create_task(brokers.run(), name="broker watch"),
+                asyncio.create_task(triggers.run(), name="trigger watch"),
+                asyncio.create_task(boss.run(), name="supervisor"),
+            ]
+            admin = obs_http.build_app(registry=registry, healthy=lambda: None, ready=lambda: None)
+            admin_runner, admin_port = await obs_http.serve(admin, host="0.0.0.0", port=cfg.metrics_port)
+            runners.append(admin_runner)
+            log.info(EventingLog.DISPATCHER_STARTED, metrics_port=admin_port)
+            stopped = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            for task in done:
+                if task is not stopped and not task.cancelled() and (error := task.exception()) is not None:
+                    raise error
+            return 0
+        finally:
+            for task in reversed(tasks):
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            for one in runners:
+                await one.cleanup()
+            await api.close()

@@ -15,12 +15,62 @@ keep it (and everything above it) uncommitted and keep trying the sink.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
+from typing import Literal
 
-from autoscaler.eventing.filters import Delivery
-
+BACKOFF_POLICIES = ("linear", "exponential")
+# Defaults of Knative's Kafka broker class: exponential from 200 ms; 600 s per request.
+DEFAULT_BACKOFF_DELAY = 0.2
+DEFAULT_TIMEOUT = 600.0
+_DURATION = re.compile(
+    r"^P(?:(?P<d>\d+(?:\.\d+)?)D)?(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<m>\d+(?:\.\d+)?)M)?"
+    r"(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
+)
 RETRIED_STATUSES = frozenset({404, 408, 409, 429})
 DEAD_LETTER_MAX_WAIT = 30.0  # seconds between sends to a dead-letter sink that keeps failing
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """A KReference: the object a destination points at (namespace defaults to the Trigger's)."""
+
+    api_version: str
+    kind: str
+    name: str
+    namespace: str
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """A Knative Destination: a ``ref``, a ``uri``, or both (the uri is then relative to the ref's URL)."""
+
+    ref: Ref | None
+    uri: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """``spec.delivery``: ``retry`` retries after the first attempt; durations in seconds."""
+
+    retry: int = 0
+    backoff_policy: Literal["linear", "exponential"] = "exponential"
+    backoff_delay: float = DEFAULT_BACKOFF_DELAY
+    timeout: float = DEFAULT_TIMEOUT
+    dead_letter_sink: Destination | None = None
+
+
+def parse_duration(text: str) -> float:
+    """An ISO 8601 duration (``PT0.2S``, ``PT1M30S``, ``P1D``) in seconds; ValueError otherwise."""
+    found = _DURATION.match(text) if isinstance(text, str) else None
+    if found is None or text in ("P", "PT") or text.endswith("T"):
+        raise ValueError(f"{text!r} is not an ISO 8601 duration such as PT0.2S, PT30S or PT1M")
+    scale = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+    seconds = sum(float(v) * scale[k] for k, v in found.groupdict().items() if v is not None)
+    if not math.isfinite(seconds):
+        raise ValueError(f"{text!r} is too long")
+    return seconds
 
 
 def succeeded(status: int | None) -> bool:

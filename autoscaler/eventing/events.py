@@ -120,10 +120,10 @@ def _from_binary(headers: Mapping[str, str], body: bytes) -> Record:
                 f"not a valid CloudEvent: header ce-time is not an RFC 3339 time: {exc}"
             ) from None
         raise InvalidEvent(f"not a valid CloudEvent: {exc}") from None
-    record_headers = [(f"ce_{name[3:]}", value.encode()) for name, value in attribute_headers.items()]
-    if "content-type" in attribute_headers:
-        record_headers = [(k, v) for k, v in record_headers if k != "ce_content-type"]
-        record_headers.append(("content-type", attribute_headers["content-type"].encode()))
+    record_headers = [
+        (f"ce_{name[3:]}" if name.startswith("ce-") else name, value.encode())
+        for name, value in attribute_headers.items()
+    ]
     return _finish(event, record_headers, body)
 
 

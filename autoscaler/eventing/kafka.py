@@ -5,7 +5,7 @@ Trigger's consumer group with manual commits. aiokafka errors become ``autoscale
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,7 +149,7 @@ class GroupConsumer:
             await self._consumer.stop()
             raise translate(exc, f"joining group {self.group}") from exc
 
-    async def fetch(self, timeout: float) -> list[ConsumerRecord[bytes, bytes]]:
+    async def fetch(self, timeout: float) -> Sequence[ConsumerRecord[bytes, bytes]]:
         try:
             batches = await self._consumer.getmany(
                 timeout_ms=int(timeout * 1000), max_records=self._max_records

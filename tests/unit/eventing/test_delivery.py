@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from autoscaler.eventing import delivery
-from autoscaler.eventing.filters import Delivery
+from autoscaler.eventing.delivery import Delivery
 
 
 def test_linear_backoff_waits_delay_times_the_retry_number() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from autoscaler import errors
-from autoscaler.eventing import filters
+from autoscaler.eventing import delivery, filters
 
 ISSUE_TRIGGER: dict[str, Any] = {
     "apiVersion": "eventing.knative.dev/v1",
@@ -58,11 +58,11 @@ def test_the_issue_trigger_parses_with_its_broker_filter_subscriber_and_knative_
     parsed = filters.parse_trigger(ISSUE_TRIGGER)
     assert parsed.broker == "default-event-broker"
     assert parsed.attributes == (("type", "com.shivamitcs.billing.started"),)
-    assert parsed.subscriber.ref == filters.Ref(
+    assert parsed.subscriber.ref == delivery.Ref(
         "serving.knative.dev/v1", "Service", "billing-worker-service", "serverless-apps"
     )
     assert parsed.consumer_group == "knative-trigger-serverless-apps-billing-process-trigger"
-    assert parsed.delivery == filters.Delivery(retry=0, backoff_policy="exponential", backoff_delay=0.2)
+    assert parsed.delivery == delivery.Delivery(retry=0, backoff_policy="exponential", backoff_delay=0.2)
     assert parsed.ordered is False
 
 
@@ -131,12 +131,12 @@ def test_delivery_durations_are_iso_8601_and_every_field_is_read() -> None:
             "deadLetterSink": {"uri": "http://dls.example/"},
         }
     )
-    assert parsed.delivery == filters.Delivery(
+    assert parsed.delivery == delivery.Delivery(
         retry=3,
         backoff_policy="linear",
         backoff_delay=0.5,
         timeout=90.0,
-        dead_letter_sink=filters.Destination(None, "http://dls.example/"),
+        dead_letter_sink=delivery.Destination(None, "http://dls.example/"),
     )
 
 
@@ -144,13 +144,13 @@ def test_delivery_durations_are_iso_8601_and_every_field_is_read() -> None:
     ("text", "seconds"), [("PT0.2S", 0.2), ("PT1H", 3600.0), ("P1DT1S", 86401.0), ("PT2M", 120.0)]
 )
 def test_iso_8601_durations_convert_to_seconds(text: str, seconds: float) -> None:
-    assert filters.parse_duration(text) == pytest.approx(seconds)
+    assert delivery.parse_duration(text) == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize("text", ["P", "PT", "1S", "PT1", "P1DT", "-PT1S"])
 def test_malformed_durations_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="not an ISO 8601 duration"):
-        filters.parse_duration(text)
+        delivery.parse_duration(text)
 
 
 # --- filter.attributes ------------------------------------------------------------------------------------
