@@ -142,11 +142,26 @@ class GroupConsumer:
             **dict(settings.extra or {}),
         )
 
-    async def start(self) -> None:
+    async def start(self, *, join_timeout: float = 60.0) -> None:
+        """Joins the group; then every assigned partition without a committed offset gets one at its end,
+        so the Trigger's backlog counts from the moment it started delivering (for its subscriber's
+        scaling and across dispatcher restarts) instead of from whenever its first record arrives."""
         try:
             await self._consumer.start()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + join_timeout
+            while not self._consumer.assignment() and loop.time() < deadline:  # noqa: ASYNC110 - aiokafka
+                await asyncio.sleep(0.05)  # offers no event for "assigned"; this runs once per Trigger start
+            anchors = {}
+            for tp in self._consumer.assignment():
+                if await self._consumer.committed(tp) is None:
+                    anchors[tp] = await self._consumer.position(tp)
+            if anchors:
+                await self._consumer.commit(anchors)
         except BaseException as exc:
             await self._consumer.stop()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
             raise translate(exc, f"joining group {self.group}") from exc
 
     async def fetch(self, timeout: float) -> Sequence[ConsumerRecord[bytes, bytes]]:
