@@ -341,6 +341,7 @@ class DispatcherSettings:
     max_in_flight: int
     cluster_domain: str
     log_format: LogFormat
+    activator_url: str | None = None
 
 
 def _add_broker_kafka_flags(parser: argparse.ArgumentParser) -> None:
@@ -396,6 +397,12 @@ def add_dispatcher_flags(parser: argparse.ArgumentParser) -> None:
         default=env_default("--cluster-domain", "cluster.local"),
         help="cluster domain of Service URLs http://<name>.<namespace>.svc.<domain> (default cluster.local)",
     )
+    parser.add_argument(
+        "--activator-url",
+        default=env_default("--activator-url", None),
+        help="the activator's URL: deliveries to cluster Services go through it (Host: the Service's name), "
+        "so a subscriber at zero replicas is woken and holds the event instead of failing it",
+    )
 
 
 def _bootstrap(args: argparse.Namespace) -> str:
@@ -431,4 +438,5 @@ def dispatcher_settings(args: argparse.Namespace) -> DispatcherSettings:
         max_in_flight=_positive_int("--max-in-flight", args.max_in_flight),
         cluster_domain=args.cluster_domain,
         log_format=_log_format(args.log_format),
+        activator_url=args.activator_url or None,
     )

@@ -171,6 +171,7 @@ async def _dispatcher(cfg: settings.DispatcherSettings) -> int:
                 ingress_url=cfg.ingress_url,
                 cluster_domain=cfg.cluster_domain,
                 max_in_flight=cfg.max_in_flight,
+                activator_url=cfg.activator_url,
             ),
         )
         try:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -51,6 +52,15 @@ class Target:
     subscriber: str
     dead_letter_sink: str | None
     reply_url: str  # the broker ingress URL of the Trigger's Broker
+    via: str | None = None  # the activator, for cluster Service URLs: it holds deliveries while they wake
+
+    def address(self, url: str) -> tuple[str, dict[str, str]]:
+        """Where to send a request for ``url``: through ``via`` with ``url``'s host as Host, or ``url``."""
+        if self.via is None or url != self.subscriber:
+            return url, {}
+        parts = urllib.parse.urlsplit(url)
+        rest = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+        return self.via.rstrip("/") + rest, {"Host": parts.netloc}
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,8 +235,11 @@ class TriggerDelivery:
 
     async def _post(self, url: str, headers: dict[str, str], body: bytes) -> Outcome:
         timeout = aiohttp.ClientTimeout(total=self.trigger.delivery.timeout)
+        url, extra = self.target.address(url)
         try:
-            async with self._session.post(url, headers=headers, data=body, timeout=timeout) as response:
+            async with self._session.post(
+                url, headers={**headers, **extra}, data=body, timeout=timeout
+            ) as response:
                 answer = await response.read()
                 return Outcome(response.status, dict(response.headers), answer)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:

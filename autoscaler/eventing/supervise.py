@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -37,6 +38,7 @@ class SuperviseSettings:
     cluster_domain: str = "cluster.local"
     max_in_flight: int = 100
     resync: float = 10.0
+    activator_url: str | None = None  # deliveries to cluster Services go through it
 
 
 class KubeObjects:
@@ -215,8 +217,15 @@ class Supervisor:
             subscriber=subscriber.url,
             dead_letter_sink=sink.url if isinstance(sink, reconcile.Resolved) else None,
             reply_url=f"{self._settings.ingress_url}/{trigger.namespace}/{trigger.broker}",
+            via=self._via(subscriber.url),
         )
         return trigger, target
+
+    def _via(self, url: str) -> str | None:
+        host = urllib.parse.urlsplit(url).hostname or ""
+        if self._settings.activator_url and host.endswith(f".svc.{self._settings.cluster_domain}"):
+            return self._settings.activator_url
+        return None
 
     async def _resolve(self, destination: delivery.Destination) -> reconcile.Resolved | reconcile.Unresolved:
         try:

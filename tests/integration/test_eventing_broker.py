@@ -190,11 +190,16 @@ async def committed(bootstrap: str, group: str) -> dict[int, int]:
     return {tp.partition: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
 
 
-@pytest.fixture
-async def broker(
-    devstack: Devstack, kube: client.ApiClient, namespace: str, kustomize: Path, rest: Rest, tmp_path: Path
+@contextlib.asynccontextmanager
+async def broker_processes(
+    devstack: Devstack,
+    kube: client.ApiClient,
+    namespace: str,
+    tmp_path: Path,
+    *,
+    dispatcher_extra: tuple[str, ...] = (),
 ) -> AsyncIterator[Broker]:
-    await install_crds(kustomize, rest)
+    """The Broker in ``namespace``, and an ingress and a dispatcher process for that namespace."""
     await client.CustomObjectsApi(kube).create_namespaced_custom_object(
         GROUP,
         VERSION,
@@ -233,7 +238,13 @@ async def broker(
         ingress_url = f"http://127.0.0.1:{port}"
         dispatcher = Process(
             queue_autoscaler(
-                "dispatcher", *common, "--broker-ingress-url", ingress_url, "--metrics-port", "0"
+                "dispatcher",
+                *common,
+                "--broker-ingress-url",
+                ingress_url,
+                "--metrics-port",
+                "0",
+                *dispatcher_extra,
             ),
             tmp_path / "dispatcher.log",
             env,
@@ -244,6 +255,15 @@ async def broker(
         for process in (dispatcher, ingress):
             if process is not None:
                 process.stop()
+
+
+@pytest.fixture
+async def broker(
+    devstack: Devstack, kube: client.ApiClient, namespace: str, kustomize: Path, rest: Rest, tmp_path: Path
+) -> AsyncIterator[Broker]:
+    await install_crds(kustomize, rest)
+    async with broker_processes(devstack, kube, namespace, tmp_path) as running_broker:
+        yield running_broker
 
 
 def new_id() -> str:
