@@ -27,7 +27,6 @@ from tests.integration.test_eventing_broker import (
     BROKER,
     GROUP,
     VERSION,
-    Broker,
     broker_processes,
     new_id,
 )
