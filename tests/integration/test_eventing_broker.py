@@ -64,8 +64,11 @@ class Subscriber:
     received: list[Received] = field(default_factory=list)
     answer: Callable[[Received], tuple[int, bytes, dict[str, str]]] = lambda _r: (200, b"", {})
     url: str = ""
+    delay: float = 0.0  # seconds before answering
 
     async def handle(self, request: web.Request) -> web.Response:
+        if self.delay:
+            await asyncio.sleep(self.delay)
         got = Received(
             {k.lower(): v for k, v in request.headers.items()},
             await request.read(),
