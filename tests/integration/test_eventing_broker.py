@@ -456,3 +456,104 @@ async def test_a_knative_serving_subscriber_is_not_resolved_and_the_reason_says_
     assert "apiVersion: v1, kind: Service, name: billing-worker-service" in resolved["message"]
     assert conditions["Ready"]["status"] == "False"
     assert conditions["BrokerReady"]["status"] == "True"
+
+
+async def test_a_reply_goes_back_through_the_broker_to_the_trigger_that_matches_it(broker: Broker) -> None:
+    def reply(request: Received) -> tuple[int, bytes, dict[str, str]]:
+        headers = {
+            "ce-specversion": "1.0",
+            "ce-id": f"reply-to-{request.id}",
+            "ce-source": "/billing-worker",
+            "ce-type": "com.shivamitcs.billing.finished",
+            "Content-Type": "application/json",
+        }
+        return 200, b'{"ok": true}', headers
+
+    async with subscriber() as worker, subscriber() as audit:
+        worker.answer = reply
+        await broker.trigger(
+            "work", {"filter": {"attributes": {"type": BILLING}}, "subscriber": {"uri": worker.url}}
+        )
+        finished = {"type": "com.shivamitcs.billing.finished"}
+        await broker.trigger("audit", {"filter": {"attributes": finished}, "subscriber": {"uri": audit.url}})
+        await broker.ready_trigger("work")
+        await broker.ready_trigger("audit")
+        event_id = new_id()
+        assert await broker.post(event_id, BILLING) == 202
+        await eventually(
+            lambda: asyncio.sleep(0, audit.ids()),
+            lambda ids: ids == [f"reply-to-{event_id}"],
+            timeout=60,
+            what="the reply at the second Trigger",
+        )
+    assert worker.ids() == [event_id]
+    assert audit.received[0].headers["ce-knativebrokerttl"] == "254"
+    assert json.loads(audit.received[0].body) == {"ok": True}
+
+
+async def test_a_reply_loop_stops_when_knativebrokerttl_runs_out(broker: Broker) -> None:
+    def echo(request: Received) -> tuple[int, bytes, dict[str, str]]:
+        headers = {
+            k: v for k, v in request.headers.items() if k.startswith("ce-") and k != "ce-knativebrokerttl"
+        }
+        return 200, request.body, {**headers, "Content-Type": "application/json"}
+
+    async with subscriber() as looper:
+        looper.answer = echo
+        await broker.trigger("loop", {"subscriber": {"uri": looper.url}})
+        await broker.ready_trigger("loop")
+        event_id = new_id()
+        assert await broker.post(event_id, BILLING, extra={"ce-knativebrokerttl": "5"}) == 202
+        await eventually(
+            lambda: asyncio.sleep(0, broker.dispatcher.logged(EventingLog.REPLY_DROPPED)),
+            bool,
+            timeout=60,
+            what="the reply loop to be cut",
+        )
+    ttls = [r.headers["ce-knativebrokerttl"] for r in looper.received]
+    assert ttls == ["5", "4", "3", "2", "1"]
+
+
+async def test_an_ingress_whose_kafka_is_unreachable_answers_503_and_accepts_nothing(
+    devstack: Devstack, kube: client.ApiClient, namespace: str, kustomize: Path, rest: Rest, tmp_path: Path
+) -> None:
+    await install_crds(kustomize, rest)
+    async with broker_processes(devstack, kube, namespace, tmp_path) as running_broker:
+        down = Process(
+            [
+                *running_broker.ingress.argv[:-6],
+                "--kafka-bootstrap",
+                "127.0.0.1:1",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--metrics-port",
+                "0",
+            ],
+            tmp_path / "ingress-without-kafka.log",
+            running_broker.ingress.env,
+        ).start()
+        try:
+            port = await wait_logged_port(down, EventingLog.INGRESS_LISTENING, "port")
+            headers = {"ce-specversion": "1.0", "ce-id": new_id(), "ce-source": "/t", "ce-type": BILLING}
+            url = f"http://127.0.0.1:{port}/{namespace}/{BROKER}"
+            async with aiohttp.ClientSession() as session:
+                answer = await eventually(
+                    lambda: _post_status(session, url, headers),
+                    lambda found: found[0] != 404,
+                    timeout=60,
+                    interval=0.5,
+                    what="the ingress to know the Broker",
+                )
+        finally:
+            down.stop()
+    status, text = answer
+    assert status == 503
+    assert "the event was not stored" in text
+    assert "Kafka is unavailable" in text
+
+
+async def _post_status(session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> tuple[int, str]:
+    async with session.post(url, headers=headers, data=b"{}") as response:
+        return response.status, await response.text()
