@@ -188,7 +188,8 @@ def write(rows: dict[str, Any], command: str) -> None:
     lines = [
         "# Event broker on the devstack",
         "",
-        f"`{command}` (2 cores shared with other work, load average about 10 during the run; ingress, dispatcher, Kafka, subscriber and load generator on one machine)",
+        f"`{command}` (2 cores shared with other work, load average about 10 during the run; ingress, "
+        "dispatcher, Kafka, subscriber and load generator on one machine)",
         "",
         "| measurement | result |",
         "|---|---|",
