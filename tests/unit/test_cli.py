@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import inspect
+import io
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,12 +15,13 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
-from autoscaler import cli
+from autoscaler import cli, errors, settings
 from autoscaler.activator import metrics as activator_metrics
 from autoscaler.activator import reporter, server
 from autoscaler.cli import activator as cli_activator
 from autoscaler.cli import controller as cli_controller
 from autoscaler.control import reports
+from autoscaler.kube import leases
 from autoscaler.model import ConcurrencyReport, TargetConcurrency, TargetKey
 from autoscaler.observability import logging as obs_logging
 from tests.unit.activator import helpers
@@ -127,7 +131,18 @@ def test_an_unusable_kubeconfig_ends_run_with_one_clear_line_and_status_1(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     missing = tmp_path / "nope"
-    status = cli.main(["run", "--kubeconfig", str(missing), "--metrics-port", "0", "--report-port", "0"])
+    status = cli.main(
+        [
+            "run",
+            "--kubeconfig",
+            str(missing),
+            "--metrics-port",
+            "0",
+            "--report-port",
+            "0",
+            "--report-insecure",
+        ]
+    )
     err = capsys.readouterr().err
     assert status == 1
     assert err.strip() == f"queue-autoscaler run: kubeconfig {missing}: no such file: {missing}"
@@ -141,3 +156,46 @@ def test_lag_without_a_bootstrap_says_which_flag_is_missing_and_exits_2(
     status = cli.main(["lag", "--group", "g"])
     assert status == 2
     assert "--bootstrap: required" in capsys.readouterr().err
+
+
+def test_the_lease_timings_have_one_set_of_defaults_for_flags_settings_and_the_elector() -> None:
+    args = cli.build_parser().parse_args(["run", "--report-insecure"])
+    from_flags = settings.controller_settings(args)
+    elector = inspect.signature(leases.LeaderElector).parameters
+    fields = {f.name: f.default for f in dataclasses.fields(settings.ControllerSettings)}
+    timings = ("lease_duration", "renew_deadline", "retry_period")
+
+    assert [getattr(from_flags, name) for name in timings] == [10.0, 7.0, 1.5]
+    assert [fields[name] for name in timings] == [10.0, 7.0, 1.5]
+    assert [elector[name].default for name in timings] == [10.0, 7.0, 1.5]
+
+
+def test_the_controller_refuses_to_start_without_a_report_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("QUEUE_AUTOSCALER_REPORT_TOKEN", raising=False)
+    monkeypatch.delenv("QUEUE_AUTOSCALER_REPORT_INSECURE", raising=False)
+    args = cli.build_parser().parse_args(["run"])
+    with pytest.raises(errors.SettingsError, match=r"no report token.*--report-insecure"):
+        settings.controller_settings(args)
+
+
+def test_report_insecure_is_an_explicit_choice_and_a_token_needs_none(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("QUEUE_AUTOSCALER_REPORT_TOKEN", raising=False)
+    insecure = settings.controller_settings(cli.build_parser().parse_args(["run", "--report-insecure"]))
+    assert (insecure.report_token, insecure.report_insecure) == (None, True)
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    args = cli.build_parser().parse_args(["run", "--report-token-file", str(token)])
+    secured = settings.controller_settings(args)
+    assert (secured.report_token, secured.report_insecure) == ("s3cret", False)
+
+
+@pytest.mark.usefixtures("isolated_main")
+def test_decide_refuses_deeply_nested_json_with_one_line_and_status_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nested = ("[" * 100_000 + "]" * 100_000).encode()
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(nested)))
+    status = cli.main(["decide"])
+    assert (status, capsys.readouterr().err) == (2, "decide: stdin is JSON nested too deeply to read\n")
