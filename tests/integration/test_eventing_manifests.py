@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
-import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.integration.test_manifests import (
     MANIFESTS,
@@ -28,8 +29,8 @@ from tests.integration.test_manifests import (
     allowed,
     ident,
     kustomize,
+    kustomize_build,
     real_objects,
-    render,
     rest,
 )
 from tests.stack import eventually, unique
@@ -61,19 +62,30 @@ ISSUE_TRIGGER: dict[str, Any] = {
 }
 
 
-def write_install(directory: str) -> None:
-    """A user's kustomization: the base with the eventing component."""
-    (Path(directory) / "kustomization.yaml").write_text(
+def write_install(scratch: Path) -> Path:
+    """A user's kustomization beside copies of the base (with its install-generated token) and the
+    eventing component; returns its directory."""
+    shutil.copytree(MANIFESTS / "base", scratch / "base")
+    (scratch / "base" / "report-token").write_text("test-token\n")
+    shutil.copytree(COMPONENT, scratch / "eventing")
+    (scratch / "install").mkdir()
+    (scratch / "install" / "kustomization.yaml").write_text(
         "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-        f"resources: [{os.path.relpath(MANIFESTS / 'base', directory)}]\n"
-        f"components: [{os.path.relpath(COMPONENT, directory)}]\n"
+        "resources: [../base]\ncomponents: [../eventing]\n"
     )
+    return scratch / "install"
 
 
 async def render_install(kustomize: Path) -> list[dict[str, Any]]:
-    with tempfile.TemporaryDirectory() as directory:
-        write_install(directory)
-        return await render(kustomize, Path(directory))
+    """The base with the eventing component, as a user's kustomization would include them."""
+    with tempfile.TemporaryDirectory() as scratch:
+        done = await kustomize_build(kustomize, write_install(Path(scratch)))
+    assert done.returncode == 0, (
+        f"kustomize build of the base with the eventing component failed:\n{done.stderr}"
+    )
+    objects = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+    assert all(isinstance(o, dict) for o in objects)
+    return objects
 
 
 async def install_crds(kustomize: Path, rest: Rest) -> None:
