@@ -293,3 +293,16 @@ class Decision:
     @property
     def all_readable(self) -> bool:
         return all(reading.readable for reading in self.readings)
+
+
+# --- the event broker's Kafka names (Knative's Kafka broker naming) ------------------------------------
+
+
+def broker_topic(namespace: str, broker: str) -> str:
+    """The Kafka topic of a Broker: ``knative-broker-<namespace>-<name>``."""
+    return f"knative-broker-{namespace}-{broker}"
+
+
+def trigger_consumer_group(namespace: str, trigger: str) -> str:
+    """The consumer group that delivers a Trigger's events: ``knative-trigger-<namespace>-<name>``."""
+    return f"knative-trigger-{namespace}-{trigger}"
