@@ -189,7 +189,7 @@ class ControlLoop:
             self._invalid.pop(key, None)
             reading = readings.get(key)
             failed = isinstance(reading, errors.KafkaError)
-            started, peak = self._reports.take_window(key) if policy.uses_http else (0, 0)
+            requests, peak = self._reports.take_window(key) if policy.uses_http else (0, 0)
             self._worker(key, policy).post(
                 Inputs(
                     info=snapshot[key],
@@ -197,7 +197,7 @@ class ControlLoop:
                     partitions=None if isinstance(reading, errors.KafkaError) else reading,
                     kafka_error=str(reading) if failed else None,
                     concurrency=self._concurrency(key, policy, loop_now),
-                    started=started,
+                    started=requests,
                     peak=peak,
                     tick=self.ticks,
                 )
