@@ -32,7 +32,7 @@ from typing import Any
 import aiohttp
 
 from bench import activator as bench
-from tests.stack import eventually
+from devstack.harness import eventually
 
 METRICS = {
     "patch_ms": "request -> scale patch",

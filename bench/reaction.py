@@ -41,8 +41,7 @@ from kubernetes_asyncio import client as kube_client
 from kubernetes_asyncio import config as kube_config
 
 from devstack.config import layout as devstack_layout
-from tests.controller import Process, controller
-from tests.stack import (
+from devstack.harness import (
     Devstack,
     create_deployments,
     create_topic,
@@ -52,6 +51,7 @@ from tests.stack import (
     target_annotations,
     wait_last_active,
 )
+from devstack.processes import Process, controller
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MEASURED = "measured"
