@@ -35,6 +35,7 @@ class Layout:
     kafka_port: int = 19092
     kafka_pod_port: int = 19093
     kafka_controller_port: int = 19094
+    kubelet_port: int = 10250
     bridge: str = "qa-br0"
     bridge_ip: str = "10.213.0.1"
     pod_prefix_len: int = 16
