@@ -59,7 +59,9 @@ async def eventually(
     value = await probe()
     while not predicate(value):
         if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {value!r}")
+            shown = repr(value)
+            shown = shown if len(shown) <= 2000 else f"{shown[:1000]} ... {shown[-1000:]}"
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {shown}")
         await asyncio.sleep(interval)
         value = await probe()
     return value
