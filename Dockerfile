@@ -9,13 +9,17 @@
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
+# A CA bundle (mounted for the build) for pip behind a TLS-intercepting proxy; never part of the image.
+ARG BUILD_CA_FILE=""
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
 # The wheel is built in a venv of its own, so that no build tool ends up in the image's venv.
-RUN python -m venv /build && /build/bin/pip install -q build
+RUN if [ -n "$BUILD_CA_FILE" ]; then export PIP_CERT="$BUILD_CA_FILE"; fi \
+ && python -m venv /build && /build/bin/pip install -q build
 COPY pyproject.toml constraints.txt README.md ./
 COPY autoscaler ./autoscaler
-RUN /build/bin/python -m build --wheel --outdir /dist . \
+RUN if [ -n "$BUILD_CA_FILE" ]; then export PIP_CERT="$BUILD_CA_FILE"; fi \
+ && /build/bin/python -m build --wheel --outdir /dist . \
  && python -m venv /opt/queue-autoscaler \
  && /opt/queue-autoscaler/bin/pip install -q -c constraints.txt /dist/*.whl \
  && /opt/queue-autoscaler/bin/pip uninstall -y -q pip setuptools
