@@ -6,6 +6,7 @@ boundary. ``retriable`` tells the tenacity retry policies whether trying again c
     AutoscalerError
     ├── PolicyError              invalid annotations; ``problems`` lists every bad key at once
     ├── SettingsError            invalid flags / QUEUE_AUTOSCALER_* environment
+    ├── ListenError              a port cannot be listened on (in use, not allowed); names the flag
     ├── KafkaError
     │   ├── KafkaUnavailable     broker unreachable, timeouts, coordinator moving        (retriable)
     │   ├── GroupError           one consumer group failed (e.g. GROUP_AUTHORIZATION_FAILED)
@@ -56,6 +57,10 @@ class PolicyError(AutoscalerError):
 
 class SettingsError(AutoscalerError):
     """A flag or QUEUE_AUTOSCALER_* environment variable has a value that is not allowed."""
+
+
+class ListenError(AutoscalerError):
+    """A listening port cannot be bound at start-up: already in use, not permitted, or no such address."""
 
 
 class KafkaError(AutoscalerError):

@@ -46,8 +46,16 @@ from autoscaler.observability.log_events import ActivatorLog, ControlLog
 from devstack import stack as devstack_stack
 from devstack.config import REPO_ROOT
 from devstack.config import layout as devstack_layout
-from tests.controller import Process, activator, controller
-from tests.stack import Devstack, deployment, eventually, python_container, ready_endpoints, service, unique
+from devstack.harness import (
+    Devstack,
+    deployment,
+    eventually,
+    python_container,
+    ready_endpoints,
+    service,
+    unique,
+)
+from devstack.processes import Process, activator, controller
 
 RESULTS = REPO_ROOT / "bench" / "results"
 PREFIX = "queue-autoscaler.dev/"

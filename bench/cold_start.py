@@ -33,7 +33,7 @@ import aiohttp
 
 from autoscaler.observability.log_events import ActivatorLog, ControlLog
 from bench import activator as bench
-from tests.stack import eventually
+from devstack.harness import eventually
 
 METRICS = {
     "patch_ms": "request -> scale patch",

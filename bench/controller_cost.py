@@ -38,8 +38,7 @@ from kubernetes_asyncio import config as kube_config
 from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.config import layout as devstack_layout
-from tests.controller import Process, controller
-from tests.stack import (
+from devstack.harness import (
     Devstack,
     create_deployments,
     delete_topics,
@@ -47,6 +46,7 @@ from tests.stack import (
     python_container,
     wait_last_active,
 )
+from devstack.processes import Process, controller
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PREFIX = "queue-autoscaler.dev/"

@@ -1,7 +1,8 @@
 """The demo (``make demo``): the whole system on the devstack, from a spike of work back to zero.
 
 It starts two controller replicas (leader election on a Lease) and one activator as local processes
-against the devstack, applies ``manifests/examples`` (the billing flow) adapted to run on the local kubelet,
+against the devstack, applies ``manifests/examples`` (the billing flow) through the devstack overlay
+``manifests/devstack`` (Kafka at the devstack's pod address; the images run as they are),
 drives a spike of records into topic ``billing`` and a burst of CloudEvents through the activator, shows a
 live view (replicas, lag, the latest Events), and when both workers are back at zero prints a summary —
 reaction time, peak lag, replica-seconds, time back to zero — and writes it with a plot to bench/results/.
@@ -93,27 +94,30 @@ def queue_autoscaler(*args: str) -> list[str]:
     return [sys.executable, "-m", "autoscaler.cli", *args]
 
 
-def adapt_for_devstack(obj: dict[str, Any], stack: Layout) -> dict[str, Any]:
-    """The example manifests run images; on the devstack's local kubelet the same programs run from this
-    repository with this Python, and reach Kafka at the bridge address."""
+def for_the_demo(obj: dict[str, Any]) -> dict[str, Any]:
+    """The examples as the devstack overlay renders them, with the demo's shorter timing, created at 0
+    replicas so that the demo starts from zero (the examples leave the count to the controller)."""
     if obj.get("kind") != "Deployment":
         return obj
     obj["metadata"].setdefault("annotations", {}).update(DEMO_TIMING)
-    for container in obj["spec"]["template"]["spec"]["containers"]:
-        container["command"] = [sys.executable, "-u", *container["command"][1:]]
-        container["workingDir"] = str(REPO_ROOT)
-        for env in container.get("env", []):
-            if env["name"] == "KAFKA_BOOTSTRAP":
-                env["value"] = stack.kafka_pod_bootstrap
+    obj["spec"]["replicas"] = 0
     return obj
 
 
 def example_objects(stack: Layout) -> list[dict[str, Any]]:
-    objects: list[dict[str, Any]] = []
-    for name in ("billing-worker.yaml", "billing-worker-service.yaml"):
-        with (REPO_ROOT / "manifests" / "examples" / name).open() as manifest:
-            objects.extend(adapt_for_devstack(doc, stack) for doc in yaml.safe_load_all(manifest) if doc)
-    return objects
+    """``kustomize build manifests/devstack``: manifests/examples with Kafka at the devstack's pod address."""
+    done = subprocess.run(
+        [str(stack.kustomize), "build", str(REPO_ROOT / "manifests" / "devstack")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"kustomize build manifests/devstack failed: {done.stderr.strip()}")
+    return [
+        for_the_demo(doc) for doc in yaml.safe_load_all(done.stdout) if doc and doc["kind"] != "Namespace"
+    ]
 
 
 async def fresh_namespace(api: client.ApiClient, name: str) -> None:

@@ -42,8 +42,7 @@ from kubernetes_asyncio import config as kube_config
 
 from autoscaler.observability.log_events import ControlLog
 from devstack.config import layout as devstack_layout
-from tests.controller import Process, controller
-from tests.stack import (
+from devstack.harness import (
     Devstack,
     create_deployments,
     create_topic,
@@ -53,6 +52,7 @@ from tests.stack import (
     target_annotations,
     wait_last_active,
 )
+from devstack.processes import Process, controller
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MEASURED = "measured"

@@ -20,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("up", help="build what is missing, start what is not running, wait until ready")
     sub.add_parser("down", help="stop every process and network namespace the stack started")
     sub.add_parser("status", help="show which components run (exit 1 if any is down)")
+    again = sub.add_parser("restart", help="stop the named components, then start what is not running")
+    again.add_argument("components", nargs="+", help="kubelet, kube-apiserver, kube-controller-manager, ...")
     sub.add_parser("env", help="print the export lines for KUBECONFIG and the Kafka bootstrap")
     args = parser.parse_args(argv)
     stack_layout = layout()
@@ -30,6 +32,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[devstack] up failed: {exc}", file=sys.stderr)
             return 1
         print(stack.exports(stack_layout), end="")
+        return 0
+    if args.command == "restart":
+        try:
+            stack.restart(stack_layout, args.components)
+        except (RuntimeError, OSError) as exc:
+            print(f"[devstack] restart failed: {exc}", file=sys.stderr)
+            return 1
         return 0
     if args.command == "down":
         stack.down(stack_layout)

@@ -37,6 +37,7 @@ class Layout:
     kafka_controller_port: int = 19094
     kafka_sasl_ssl_port: int = 19095  # SASL_SSL: SCRAM-SHA-512 and PLAIN users (KAFKA_USERS)
     kafka_ssl_port: int = 19096  # SSL with a client certificate required (mTLS)
+    kubelet_port: int = 10250
     bridge: str = "qa-br0"
     bridge_ip: str = "10.213.0.1"
     pod_prefix_len: int = 16

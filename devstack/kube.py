@@ -10,6 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from devstack import pki as devstack_pki
 from devstack import procs
 from devstack.config import Layout
 
@@ -102,6 +103,7 @@ def start_etcd(layout: Layout) -> procs.Recorded:
 
 def start_apiserver(layout: Layout) -> procs.Recorded:
     pki = _prepare_pki(layout)
+    kubelet = devstack_pki.kubelet_certs(layout)
     return procs.spawn(
         "kube-apiserver",
         [
@@ -119,6 +121,12 @@ def start_apiserver(layout: Layout) -> procs.Recorded:
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             f"--token-auth-file={pki / 'tokens.csv'}",
             "--endpoint-reconciler-type=none",
+            # `kubectl logs`: the apiserver calls the local kubelet's API with this client certificate and
+            # checks the kubelet's serving certificate against the devstack's kubelet CA.
+            f"--kubelet-client-certificate={kubelet.client_cert}",
+            f"--kubelet-client-key={kubelet.client_key}",
+            f"--kubelet-certificate-authority={kubelet.ca}",
+            "--kubelet-preferred-address-types=InternalIP",
             "--v=1",
         ],
         pid_dir=layout.pids,

@@ -1,9 +1,15 @@
 """A local kubelet: runs the pods of the devstack's one Node as real processes.
 
 It registers the Node, binds pending pods to it (there is no scheduler), starts each pod's first container
-(``command`` + ``args`` with its ``env``) inside a network namespace of its own, probes readiness (httpGet and
-exec), and reports phase, conditions and podIP. On deletion it sends SIGTERM, waits for the grace period,
-sends SIGKILL and removes the pod. The real deployment, replicaset and endpointslice controllers do the rest.
+(``command`` + ``args`` with its ``env``) inside a network namespace of its own, probes readiness
+(httpGet, tcpSocket and exec), and reports phase, conditions and podIP. On deletion it sends SIGTERM, waits
+for the grace period, sends SIGKILL and removes the pod. The real deployment, replicaset and endpointslice
+controllers do the rest. It serves the containers' output on the kubelet API (``kubectl logs``, see
+``kubelet_api``).
+
+Every image is this repository: a container's working directory defaults to the repository root and a
+command starting with ``python`` runs this project's interpreter (its virtualenv, with the project's
+dependencies), as ``python`` in the project's container image does.
 
 Run as ``python -m devstack.kubelet``; ``devstack/up`` starts it.
 """
@@ -25,11 +31,12 @@ import aiohttp
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from devstack import network, procs
-from devstack.config import Layout, layout
+from devstack import kubelet_api, network, pki, procs
+from devstack.config import REPO_ROOT, Layout, layout
 
 POD_PROCESS_PREFIX = "pod-"
 RESTART_BACKOFF_MAX = 10.0
+PYTHON_COMMANDS = frozenset({"python", "python3", f"python3.{sys.version_info.minor}"})
 
 
 def _now() -> str:
@@ -51,12 +58,16 @@ class PodRuntime:
     netns: str
     veth: str
     log_path: Path
+    container: str = ""
     process: asyncio.subprocess.Process | None = None
     ready: bool = False
     restart_count: int = 0
     terminating: bool = False
     started_at: str = field(default_factory=_now)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # One status write at a time, each built when it is sent: a slower earlier write can never land after a
+    # later one and leave the pod's Ready condition stale.
+    status_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def is_terminating(self) -> bool:
         # A method, not the attribute, where other tasks may have flipped it during an await.
@@ -68,9 +79,9 @@ class PodRuntime:
 
 
 class Kubelet:
-    def __init__(self, stack: Layout, api: client.ApiClient) -> None:
+    def __init__(self, stack: Layout, core: client.CoreV1Api) -> None:
         self.stack = stack
-        self.core = client.CoreV1Api(api)
+        self.core = core
         self.pods: dict[str, PodRuntime] = {}
         network_ = ipaddress.ip_network(f"{stack.bridge_ip}/{stack.pod_prefix_len}", strict=False)
         # Pods start at .1.1: the .0.x block is kept for the host side (bridge, Kafka's pod listener).
@@ -92,6 +103,7 @@ class Kubelet:
                 "capacity": capacity,
                 "allocatable": capacity,
                 "addresses": [{"type": "InternalIP", "address": self.stack.bridge_ip}],
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": self.stack.kubelet_port}},
                 "conditions": [
                     {
                         "type": "Ready",
@@ -197,10 +209,24 @@ class Kubelet:
             ip=self._free_ips.pop(0),
             netns=f"{network.NETNS_PREFIX}{short}",
             veth=f"{network.VETH_PREFIX}{short}",
-            log_path=self.stack.run / "pods" / f"{pod.metadata.namespace}_{pod.metadata.name}.log",
+            log_path=self.log_path(pod.metadata.namespace, pod.metadata.name),
+            container=pod.spec.containers[0].name,
         )
         self.pods[uid] = runtime
         return runtime
+
+    def log_path(self, namespace: str, name: str) -> Path:
+        return self.stack.run / "pods" / f"{namespace}_{name}.log"
+
+    def container_log(self, namespace: str, name: str, container: str) -> tuple[Path, bool] | None:
+        """The log file of a pod's container, and whether it may still grow (for kubelet_api)."""
+        for runtime in list(self.pods.values()):
+            if (runtime.namespace, runtime.name) == (namespace, name):
+                if container != runtime.container:
+                    return None
+                return runtime.log_path, not runtime.is_terminating()
+        path = self.log_path(namespace, name)
+        return (path, False) if path.exists() else None
 
     def _spawn_task(self, runtime: PodRuntime, coro: Any) -> None:
         runtime.tasks.append(asyncio.create_task(coro))
@@ -257,7 +283,7 @@ class Kubelet:
 
     async def start(self, runtime: PodRuntime, pod: Any) -> None:
         container = pod.spec.containers[0]
-        argv = [*(container.command or []), *(container.args or [])]
+        argv = resolve_command([*(container.command or []), *(container.args or [])])
         try:
             await asyncio.to_thread(
                 network.create_pod_namespace,
@@ -279,9 +305,7 @@ class Kubelet:
         runtime.log_path.parent.mkdir(parents=True, exist_ok=True)
         await self._patch_status(runtime, pod, phase="Running")
         probe = container.readiness_probe
-        if probe is None:
-            runtime.ready = True
-        else:
+        if probe is not None:
             self._spawn_task(runtime, self.probe_loop(runtime, pod, probe, container))
         backoff = 1.0
         while not runtime.terminating:
@@ -294,7 +318,7 @@ class Kubelet:
                     runtime.netns,
                     *argv,
                     env=env,
-                    cwd=container.working_dir or None,
+                    cwd=container.working_dir or str(REPO_ROOT),
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=log,
                     stderr=asyncio.subprocess.STDOUT,
@@ -302,7 +326,9 @@ class Kubelet:
                 )
             procs.record(f"{POD_PROCESS_PREFIX}{runtime.uid}", runtime.process.pid, pid_dir=self.stack.pids)
             _log(f"{runtime.key}: started pid {runtime.process.pid} at {runtime.ip}")
-            if runtime.ready:
+            if ready_when_started(has_probe=probe is not None):
+                # Without a readiness probe a container is ready whenever it runs: after every restart too.
+                runtime.ready = True
                 await self._patch_status(runtime, pod, phase="Running")
             code = await runtime.process.wait()
             if runtime.is_terminating():
@@ -411,6 +437,12 @@ class Kubelet:
         message: str | None = None,
         exit_code: int | None = None,
     ) -> None:
+        async with runtime.status_lock:
+            await self._send_status(runtime, pod, phase=phase, message=message, exit_code=exit_code)
+
+    async def _send_status(
+        self, runtime: PodRuntime, pod: Any, *, phase: str, message: str | None, exit_code: int | None
+    ) -> None:
         ready = "True" if runtime.ready else "False"
         container = pod.spec.containers[0]
         state: dict[str, Any]
@@ -462,6 +494,19 @@ class Kubelet:
         )
 
 
+def ready_when_started(*, has_probe: bool) -> bool:
+    """A container without a readiness probe is ready as soon as its process runs (every time it is
+    started); one with a probe only when the probe passes."""
+    return not has_probe
+
+
+def resolve_command(argv: list[str]) -> list[str]:
+    """``python ...`` runs this project's interpreter, the one the project's image has as ``python``."""
+    if argv and argv[0] in PYTHON_COMMANDS:
+        return [sys.executable, *argv[1:]]
+    return argv
+
+
 def _resolve_port(port: int | str, container: Any) -> int:
     if isinstance(port, int) or str(port).isdigit():
         return int(port)
@@ -489,12 +534,17 @@ async def main() -> None:
     stack = layout()
     await config.load_kube_config(config_file=str(stack.kubeconfig))
     async with client.ApiClient() as api:
-        kubelet = Kubelet(stack, api)
+        kubelet = Kubelet(stack, client.CoreV1Api(api))
         loop = asyncio.get_running_loop()
         runner = asyncio.current_task()
         assert runner is not None
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runner.cancel)
+        certs = await asyncio.to_thread(pki.kubelet_certs, stack)
+        server = await kubelet_api.serve(
+            kubelet.container_log, host=stack.bridge_ip, port=stack.kubelet_port, certs=certs
+        )
+        _log(f"kubelet API listening on https://{stack.bridge_ip}:{stack.kubelet_port}")
         try:
             await _clean_previous_pods(kubelet)
             await kubelet.run()
@@ -502,6 +552,7 @@ async def main() -> None:
             _log("stopping")
         finally:
             await kubelet.shutdown()
+            await server.cleanup()
 
 
 if __name__ == "__main__":

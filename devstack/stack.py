@@ -99,6 +99,21 @@ def up(layout: Layout) -> None:
     _say(f"devstack up in {time.monotonic() - started:.1f}s")
 
 
+def restart(layout: Layout, names: list[str]) -> None:
+    """Stops the named components and starts whatever is not running, from this checkout's code: how a
+    change to the kubelet (or to the apiserver's flags) takes effect without a full down/up. A restarted
+    kubelet deletes the pods it ran (their controllers recreate them)."""
+    unknown = sorted(set(names) - set(COMPONENTS))
+    if unknown:
+        raise RuntimeError(f"unknown components {unknown}; the components are {list(COMPONENTS)}")
+    for name in names:
+        entry = procs.running(name, pid_dir=layout.pids)
+        if entry is not None:
+            _say(f"stopping {name} (pid {entry.pid})")
+            procs.stop(entry, pid_dir=layout.pids, grace=15 if name == "kubelet" else 10)
+    up(layout)
+
+
 def exports(layout: Layout) -> str:
     return (
         f"export KUBECONFIG={layout.kubeconfig}\n"

@@ -32,8 +32,8 @@ from kubernetes_asyncio.client.exceptions import ApiException  # noqa: E402
 
 from devstack import stack as devstack_stack  # noqa: E402
 from devstack.config import layout as devstack_layout  # noqa: E402
-from tests.controller import Process, controller  # noqa: E402
-from tests.stack import Devstack, unique  # noqa: E402
+from devstack.harness import Devstack, unique  # noqa: E402
+from devstack.processes import Process, controller  # noqa: E402
 
 
 @pytest.fixture(scope="session")

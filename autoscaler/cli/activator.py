@@ -12,6 +12,7 @@ from autoscaler import settings
 from autoscaler.activator import guard, proxy, server, serving, watching
 from autoscaler.kube import client as kube_client
 from autoscaler.kube import endpointslices, leases, targets
+from autoscaler.observability import http as obs_http
 from autoscaler.observability import logging as obs_logging
 from autoscaler.observability.log_events import ActivatorLog
 
@@ -65,20 +66,26 @@ async def _activator(cfg: settings.ActivatorSettings) -> int:
                 elif ports:
                     log.info("listening", endpoint=endpoint, port=ports[0])
 
-        result = await serving.serve(
-            activator=activator,
-            stop=serving.stop_on_signals(),
-            host=cfg.listen_host,
-            port=cfg.port,
-            admin_host=cfg.listen_host,
-            admin_port=cfg.metrics_port,
-            controller_url=leader,
-            token=cfg.report_token or "",
-            activator_name=cfg.identity,
-            report_interval=cfg.report_interval,
-            drain_timeout=cfg.drain_timeout,
-            on_listening=listening,
-        )
+        try:
+            result = await serving.serve(
+                activator=activator,
+                stop=serving.stop_on_signals(),
+                host=cfg.listen_host,
+                port=cfg.port,
+                admin_host=cfg.listen_host,
+                admin_port=cfg.metrics_port,
+                controller_url=leader,
+                token=cfg.report_token or "",
+                activator_name=cfg.identity,
+                report_interval=cfg.report_interval,
+                drain_timeout=cfg.drain_timeout,
+                on_listening=listening,
+            )
+        except OSError as exc:  # a port that cannot be listened on: one line naming its flag
+            if exc.errno not in obs_http.LISTEN_ERRNOS:
+                raise
+            ports = {"--port": cfg.port, "--metrics-port": cfg.metrics_port}
+            raise obs_http.listen_error(exc, host=cfg.listen_host, flags=ports) from None
         log.info(ActivatorLog.SERVER_STOPPED, left_unanswered=result.left, drain_timed_out=result.timed_out)
         return 0
     finally:

@@ -125,6 +125,7 @@ async def _controller(cfg: settings.ControllerSettings) -> int:
             obs_http.build_app(registry=registry, healthy=healthy, ready=ready),
             host=cfg.metrics_host,
             port=cfg.metrics_port,
+            flag="--metrics-port",
         )
         runners.append(metrics_runner)
         log.info("listening", endpoint="metrics", port=metrics_port)
@@ -136,6 +137,7 @@ async def _controller(cfg: settings.ControllerSettings) -> int:
             ),
             host=cfg.metrics_host,
             port=cfg.report_port,
+            flag="--report-port",
         )
         runners.append(report_runner)
         log.info("listening", endpoint="reports", port=report_port)

@@ -4,6 +4,9 @@
 ``--rate`` is records per second for this process (0 = as fast as possible), so tests and the demo
 can watch a backlog drain.
 SIGTERM: commit what was processed, leave the group, exit.
+A commit refused because the group rebalanced (another replica joined or left) is not an error: the records
+since the last commit are delivered again to the partitions' new owner (at-least-once), and the worker goes
+on, as every consumer of a scaled group must.
 """
 
 from __future__ import annotations
@@ -16,6 +19,14 @@ import signal
 import time
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import CommitFailedError
+
+
+async def commit(consumer: AIOKafkaConsumer, pod: str) -> None:
+    try:
+        await consumer.commit()
+    except CommitFailedError as exc:
+        print(json.dumps({"event": "commit skipped: the group rebalanced", "pod": pod, "error": str(exc)}))
 
 
 async def main() -> None:
@@ -54,10 +65,10 @@ async def main() -> None:
                         due = started + processed / args.rate
                         await asyncio.sleep(max(0.0, due - time.monotonic()))
             if batch:
-                await consumer.commit()
+                await commit(consumer, pod)
     finally:
         try:
-            await consumer.commit()
+            await commit(consumer, pod)
         finally:
             await consumer.stop()
         print(json.dumps({"event": "stopped", "pod": pod, "processed": processed}), flush=True)
