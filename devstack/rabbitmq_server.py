@@ -165,3 +165,18 @@ def rabbitmqctl(layout: Layout, *args: str, timeout: float = 60) -> subprocess.C
         timeout=timeout,
         check=False,
     )
+
+
+def stop_management(layout: Layout) -> None:
+    """Stops the management plugin inside the running node (its HTTP listener closes); AMQP stays up."""
+    _eval(layout, "application:stop(rabbitmq_management).")
+
+
+def start_management(layout: Layout) -> None:
+    _eval(layout, "application:start(rabbitmq_management).")
+
+
+def _eval(layout: Layout, expression: str) -> None:
+    done = rabbitmqctl(layout, "eval", expression)
+    if done.returncode != 0 or done.stdout.strip() != "ok":
+        raise RuntimeError(f"rabbitmqctl eval {expression!r} failed: {done.stdout}{done.stderr}")

@@ -45,10 +45,10 @@ class AiohttpGetter:
     ) -> JsonAnswer:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
-        basic = None if auth is None else aiohttp.BasicAuth(auth[0], auth[1])
+        headers = {} if auth is None else {"Authorization": aiohttp.encode_basic_auth(auth[0], auth[1])}
         target = yarl.URL(url, encoded=True).with_query(dict(params))
         try:
-            async with self._session.get(target, auth=basic) as response:
+            async with self._session.get(target, headers=headers) as response:
                 raw = await response.read()
                 status = response.status
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:

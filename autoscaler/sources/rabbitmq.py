@@ -151,7 +151,9 @@ class QueueReader:
 
         answer = await reading.with_retries(attempt, settings=self.settings, log=self._log)
         if answer.status == 404:
-            raise BacklogError(f"{where}: the vhost does not exist")
+            if isinstance(answer.body, dict) and answer.body.get("error") == "Object Not Found":
+                raise BacklogError(f"{where}: the vhost does not exist")
+            raise SourceError(f"{where}: no management API answers at this URL (HTTP 404)")
         if not isinstance(answer.body, dict) or not isinstance(answer.body.get("items"), list):
             raise SourceError(f"{where}: the management answer is not a page of queues: {answer.body!r:.200}")
         return answer.body

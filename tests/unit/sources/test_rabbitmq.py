@@ -168,3 +168,14 @@ async def test_requests_are_counted_by_source_and_api_and_reads_timed_on_the_inj
     assert (
         registry.get_sample_value("queue_autoscaler_source_read_seconds_count", {"source": "rabbitmq"}) == 2
     )
+
+
+async def test_a_404_that_is_not_the_management_apis_own_is_not_read_as_a_missing_vhost() -> None:
+    getter = FakeGetter(lambda url, params: JsonAnswer(404, None))
+    query = rabbitmq.QueueQuery("/", ("a",))
+
+    result = await reader(getter).read(queries=[query])
+
+    assert isinstance(result[query], SourceError)
+    assert not isinstance(result[query], BacklogError)
+    assert "no management API answers" in str(result[query])
