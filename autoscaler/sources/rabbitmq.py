@@ -124,7 +124,7 @@ class QueueReader:
         first = await self._page(vhost, 1)
         listing = _parse_items(first, vhost)
         page_count = first.get("page_count", 1) if isinstance(first, dict) else 1
-        if not isinstance(page_count, int) or page_count < 1:
+        if not isinstance(page_count, int) or page_count < 0:  # an empty vhost has 0 pages
             raise SourceError(f"{self._where(vhost)}: page_count {page_count!r} in the answer is not a count")
         if page_count > 1:
             rest = await asyncio.gather(*(self._page(vhost, n) for n in range(2, page_count + 1)))

@@ -16,6 +16,19 @@ from tests.stack import Devstack, unique
 
 pytestmark = pytest.mark.devstack
 
+PREFIXES = ("busy-", "idle-", "inflight-", "paged-", "deleted-", "unmanaged-")
+
+
+@pytest.fixture(autouse=True)
+async def delete_test_queues(devstack: Devstack) -> AsyncIterator[None]:
+    """Deletes, after each test, the queues it made (their names start with this run's prefixes)."""
+    yield
+    tool = await rabbitmqctl_queues(devstack.layout)
+    async with amqp_channel(devstack.layout) as channel:
+        for name in tool:
+            if name.startswith(PREFIXES):
+                await channel.queue_delete(name)
+
 
 @pytest.fixture
 async def reader(devstack: Devstack) -> AsyncIterator[rabbitmq.QueueReader]:

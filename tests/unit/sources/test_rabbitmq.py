@@ -179,3 +179,13 @@ async def test_a_404_that_is_not_the_management_apis_own_is_not_read_as_a_missin
     assert isinstance(result[query], SourceError)
     assert not isinstance(result[query], BacklogError)
     assert "no management API answers" in str(result[query])
+
+
+async def test_a_queue_in_an_empty_vhost_of_zero_pages_is_missing_not_a_broken_answer() -> None:
+    empty = JsonAnswer(200, {"items": [], "page": 1, "page_count": 0, "total_count": 0})
+    query = rabbitmq.QueueQuery("/", ("a",))
+
+    result = await reader(FakeGetter(lambda url, params: empty)).read(queries=[query])
+
+    assert isinstance(result[query], BacklogError)
+    assert "'a' does not exist" in str(result[query])
