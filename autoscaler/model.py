@@ -1,9 +1,34 @@
-"""Value types shared by every layer. Frozen, hashable, free of I/O."""
+"""Value types shared by every layer, and the contract's vocabulary. Frozen, hashable, free of I/O."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Final
+
+# --- the contract's vocabulary: each word defined here once -------------------------------------------------
+
+PREFIX: Final = "queue-autoscaler.dev/"
+"""The prefix of every annotation the product reads or writes."""
+LAST_ACTIVE_ANNOTATION: Final = PREFIX + "last-active"
+"""Written by the controller on a target: when it last had work (RFC 3339)."""
+REPORT_URL_ANNOTATION: Final = PREFIX + "report-url"
+"""Written by the controller leader on its Lease: where activators POST their reports."""
+REPORT_PATH: Final = "/v1/reports"
+"""The path of the controller's report endpoint."""
+
+
+class EventReason(StrEnum):
+    """The ``reason`` of every Kubernetes Event the controller writes on a target."""
+
+    SCALED_UP = "ScaledUp"
+    SCALED_DOWN = "ScaledDown"
+    SCALED_TO_ZERO = "ScaledToZero"
+    ACTIVATED_FROM_ZERO = "ActivatedFromZero"
+    INVALID_ANNOTATIONS = "InvalidAnnotations"
+    LAG_UNAVAILABLE = "LagUnavailable"
+    NO_LONGER_A_TARGET = "NoLongerATarget"
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -44,10 +69,15 @@ class PartitionOffsets:
 
 @dataclass(frozen=True, slots=True)
 class TargetConcurrency:
-    """Requests an activator holds for one target: forwarded and not yet answered, and still queued."""
+    """Requests an activator holds for one target: forwarded and not yet answered, and still queued; and
+    what happened within the report's window (since the previous report): requests ``started`` and the
+    ``peak`` of in-flight + queued. A request that starts and ends between two reports shows only there.
+    """
 
     in_flight: int
     queued: int
+    started: int = 0
+    peak: int = 0
 
     @property
     def total(self) -> int:
@@ -70,7 +100,8 @@ class ConcurrencyReport:
         return {
             "activator": self.activator,
             "targets": {
-                str(key): {"in_flight": c.in_flight, "queued": c.queued} for key, c in self.targets.items()
+                str(key): {"in_flight": c.in_flight, "queued": c.queued, "started": c.started, "peak": c.peak}
+                for key, c in self.targets.items()
             },
             "cold": sorted(str(key) for key in self.cold),
         }
@@ -91,17 +122,26 @@ class ConcurrencyReport:
             key = parse_target_key(raw_key)
             if not isinstance(raw_value, dict):
                 raise ValueError(f"report.targets[{raw_key!r}] must be an object")
-            in_flight, queued = raw_value.get("in_flight"), raw_value.get("queued")
-            if not (
-                isinstance(in_flight, int) and isinstance(queued, int) and in_flight >= 0 and queued >= 0
-            ):
-                raise ValueError(f"report.targets[{raw_key!r}] needs non-negative integers in_flight, queued")
-            targets[key] = TargetConcurrency(in_flight=in_flight, queued=queued)
+            # started and peak are absent from the reports of older activators: 0.
+            counts: list[int] = []
+            for name, optional in _REPORT_COUNTS:
+                n = raw_value.get(name, 0 if optional else None)
+                if not (isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2**63):
+                    raise ValueError(
+                        f"report.targets[{raw_key!r}] needs non-negative integers in_flight, queued "
+                        "(and optional started, peak)"
+                    )
+                counts.append(n)
+            in_flight, queued, started, peak = counts
+            targets[key] = TargetConcurrency(in_flight=in_flight, queued=queued, started=started, peak=peak)
         raw_cold = doc.get("cold", [])
         if not isinstance(raw_cold, list):
             raise ValueError("report.cold must be a list")
         cold = frozenset(parse_target_key(item) for item in raw_cold)
         return cls(activator=activator, targets=targets, cold=cold)
+
+
+_REPORT_COUNTS = (("in_flight", False), ("queued", False), ("started", True), ("peak", True))
 
 
 def parse_target_key(text: object) -> TargetKey:
@@ -122,28 +162,111 @@ class Observation:
     for targets without Kafka. ``concurrency`` is the activators' in-flight + queued total for the target, or
     None when there is no report: for a target with ``http-service`` that is missing data and is held like
     unreadable lag, so pass 0 when the activators report and hold nothing for the target.
+    ``requests_started`` and ``peak_concurrency`` are what the activators saw since the previous decision:
+    a request that came and went between two reports still counts as activity.
     """
 
     current_replicas: int
     partitions: tuple[PartitionOffsets, ...] | None
     kafka_error: str | None = None
     concurrency: int | None = None
+    requests_started: int = 0
+    peak_concurrency: int = 0
+
+
+class Rule(StrEnum):
+    """What set a decision's replica count; the values are the words logs, Events and ``decide`` print."""
+
+    PAUSED_REPLICAS = "paused-replicas"
+    PAUSED = "paused"
+    ACTIVATE = "activate"
+    SCALE_UP = "scale-up"
+    SCALE_DOWN_WINDOW = "scale-down-window"
+    SCALE_TO_ZERO = "scale-to-zero"
+    HOLD = "hold"
+    HOLD_UNREADABLE = "hold-unreadable"
+    FALLBACK = "fallback"
+    CLAMP_MIN = "clamp-min"
+    CLAMP_MAX = "clamp-max"
+
+
+class Source(StrEnum):
+    """A kind of backlog a target scales on."""
+
+    KAFKA = "kafka"
+    HTTP = "http"
+
+
+class Cap(StrEnum):
+    """What limited a Kafka source's replica count below ceil(lag / lag-per-replica), or spread it."""
+
+    PARTITIONS = "partitions"
+    PARTITIONS_WITH_LAG = "partitions with lag"
+    EVEN_DISTRIBUTION = "even-partition-distribution"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceReading:
+    """One source's part of one decision: its backlog and the replicas it asks for.
+
+    ``error`` is None when the source was read and says why otherwise (then the other numbers are 0).
+    ``backlog`` counts toward activation (Kafka: lag including persistent lag; HTTP: in-flight + queued);
+    ``sizing_backlog`` toward the replica count (Kafka leaves out persistent lag). ``needed`` is
+    ceil(sizing_backlog / per_replica) and ``replicas`` the count after the source's ``cap``. The source
+    has work when ``backlog`` > ``activation``, or when work came and went since the previous reading
+    (HTTP: ``started`` requests, ``peak`` concurrency). ``partitions`` is the Kafka partition count.
+    """
+
+    source: Source
+    error: str | None = None
+    backlog: int = 0
+    sizing_backlog: int = 0
+    per_replica: int = 1
+    needed: int = 0
+    replicas: int = 0
+    activation: int = 0
+    cap: Cap | None = None
+    partitions: int = 0
+    started: int = 0
+    peak: int = 0
+
+    @property
+    def readable(self) -> bool:
+        return self.error is None
+
+    @property
+    def active(self) -> bool:
+        """Work now (backlog above activation), or work that came and went since the previous reading."""
+        return self.error is None and (self.backlog > self.activation or self.started > 0 or self.peak > 0)
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """The replica count a target should have, and why.
+    """The replica count a target should have, what set it, and the numbers behind it.
 
     ``total_lag`` is the Kafka lag including persistent lag (0 without Kafka or when unreadable). ``rule``
-    is a stable identifier of what set the count: ``paused-replicas``, ``paused``, ``activate``,
-    ``scale-up``, ``scale-down-window``, ``scale-to-zero``, ``hold``, ``hold-unreadable``, ``fallback``,
-    ``clamp-min`` or ``clamp-max``. ``reason`` is one sentence with the numbers behind it. ``idle_since``
+    says what set the count; ``proposed``/``proposed_rule`` are the count and rule before the
+    min/max-replicas clamp (equal to ``desired_replicas``/``rule`` when nothing was clamped). ``idle_since``
     is the start of the current idle run (None while active): the value to persist as ``last-active``.
+    ``idle_for`` is how long the target has been idle, ``window_max`` the highest count seen within
+    ``scale_down_window``, ``scale_to_zero_after`` None when min-replicas > 0 (no idle timer).
+    ``policy.reasons.explain`` renders all this as one English sentence.
     """
 
     desired_replicas: int
     total_lag: int
     active: bool
-    reason: str
-    rule: str
+    rule: Rule
     idle_since: datetime | None
+    current_replicas: int = 0
+    readings: tuple[SourceReading, ...] = ()
+    proposed: int = 0
+    proposed_rule: Rule = Rule.HOLD
+    idle_for: timedelta | None = None
+    window_max: int = 0
+    scale_down_window: timedelta = timedelta(0)
+    scale_to_zero_after: timedelta | None = None
+
+    @property
+    def all_readable(self) -> bool:
+        return all(reading.readable for reading in self.readings)

@@ -10,11 +10,13 @@ import argparse
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from autoscaler import connections as connections_file
 from autoscaler.errors import SettingsError
+from autoscaler.kube import leases
 
 ENV_PREFIX = "QUEUE_AUTOSCALER_"
 LogFormat = Literal["auto", "json", "console"]
@@ -83,9 +85,10 @@ class ControllerSettings:
     lease_namespace: str
     lease_name: str
     identity: str
-    lease_duration: float = 15.0
-    renew_deadline: float = 10.0
-    retry_period: float = 2.0
+    lease_duration: float = leases.LEASE_DURATION
+    renew_deadline: float = leases.RENEW_DEADLINE
+    retry_period: float = leases.RETRY_PERIOD
+    connections: connections_file.Connections = field(default_factory=connections_file.Connections.empty)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,14 +168,36 @@ def _token(args: argparse.Namespace) -> str | None:
     return os.environ.get(ENV_PREFIX + "REPORT_TOKEN") or None
 
 
+def add_connections_flags(
+    parser: argparse.ArgumentParser, *, bootstrap_flag: str = "--kafka-bootstrap"
+) -> None:
+    """``--connections FILE`` and the ``default`` Kafka connection's ``--kafka-bootstrap``."""
+    parser.add_argument(
+        "--connections",
+        default=env_default("--connections", None),
+        help="connections file (YAML): named Kafka, RabbitMQ, Redis and NATS servers with TLS and "
+        "credential files (env QUEUE_AUTOSCALER_CONNECTIONS)",
+    )
+    parser.add_argument(
+        bootstrap_flag,
+        dest="kafka_bootstrap",
+        default=env_default("--kafka-bootstrap", None),
+        help="bootstrap servers (host:port[,host:port]) of the 'default' Kafka connection, a PLAINTEXT "
+        "one, when the connections file does not define it (env QUEUE_AUTOSCALER_KAFKA_BOOTSTRAP)",
+    )
+
+
+def connections_settings(args: argparse.Namespace) -> connections_file.Connections:
+    """The connections file (every problem listed in one SettingsError) plus ``--kafka-bootstrap``."""
+    loaded = (
+        connections_file.load(args.connections) if args.connections else connections_file.Connections.empty()
+    )
+    return loaded.with_default_kafka(args.kafka_bootstrap or None)
+
+
 def add_controller_flags(parser: argparse.ArgumentParser) -> None:
     add_kube_flags(parser)
-    parser.add_argument(
-        "--kafka-bootstrap",
-        default=env_default("--kafka-bootstrap", None),
-        help="default Kafka bootstrap servers (host:port[,host:port]) for targets without a kafka-bootstrap "
-        "annotation",
-    )
+    add_connections_flags(parser)
     parser.add_argument(
         "--interval", default=env_default("--interval", "1"), help="seconds between ticks (default 1)"
     )
@@ -202,21 +227,23 @@ def add_controller_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--lease-duration",
-        default=env_default("--lease-duration", "10"),
-        help="seconds a standby waits after the Lease last changed before it takes over (default 10); "
+        default=env_default("--lease-duration", f"{leases.LEASE_DURATION:g}"),
+        help="seconds a standby waits after the Lease last changed before it takes over "
+        f"(default {leases.LEASE_DURATION:g}); "
         "a leader that dies without releasing the Lease is replaced within about this plus 2.4 retry periods",
     )
     parser.add_argument(
         "--renew-deadline",
-        default=env_default("--renew-deadline", "7"),
+        default=env_default("--renew-deadline", f"{leases.RENEW_DEADLINE:g}"),
         help="seconds the leader keeps leading without a successful renewal before it stops scaling "
-        "(default 7; less than --lease-duration, so it stops before a standby may start)",
+        f"(default {leases.RENEW_DEADLINE:g}; less than --lease-duration, so it stops before a standby "
+        "may start)",
     )
     parser.add_argument(
         "--retry-period",
-        default=env_default("--retry-period", "1.5"),
+        default=env_default("--retry-period", f"{leases.RETRY_PERIOD:g}"),
         help="seconds between the leader's renewals and a standby's attempts to take the Lease "
-        "(default 1.5; less than --renew-deadline)",
+        f"(default {leases.RETRY_PERIOD:g}; less than --renew-deadline)",
     )
 
 
@@ -253,6 +280,7 @@ def controller_settings(args: argparse.Namespace) -> ControllerSettings:
         lease_duration=lease_duration,
         renew_deadline=renew_deadline,
         retry_period=retry_period,
+        connections=connections_settings(args),
     )
 
 

@@ -42,6 +42,7 @@ import aiohttp
 from kubernetes_asyncio import client as kube_client
 from kubernetes_asyncio import config as kube_config
 
+from autoscaler.observability.log_events import ControlLog
 from devstack import stack as devstack_stack
 from devstack.config import REPO_ROOT
 from devstack.config import layout as devstack_layout
@@ -158,7 +159,8 @@ async def worker_stack(
             async def decided() -> bool:
                 ctl.assert_alive()
                 return any(
-                    e.get("event") == "decision" and e.get("namespace") == namespace for e in ctl.logs()
+                    e.get("event") == ControlLog.DECISION_CHANGED and e.get("namespace") == namespace
+                    for e in ctl.logs()
                 )
 
             await eventually(decided, bool, timeout=30, what="the controller's first decision")

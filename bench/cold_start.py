@@ -5,7 +5,7 @@ On the devstack it creates its own namespace with an HTTP worker Deployment at 0
 ``queue-autoscaler activator`` as processes, and ``--runs`` times: waits until the Deployment is back at 0
 with no pod left, sends one GET through the activator, and measures on this machine's clock
 
-- request -> scale patch: the controller's JSON log line "scaled" (ActivatedFromZero) minus the send time;
+- request -> scale patch: the controller's log ``control.target.scaled`` (ActivatedFromZero) - send time;
 - request -> worker listening: the worker's own ``ready_at`` (when it started listening) minus the send time;
 - request -> first response: the time the response arrived minus the send time;
 - added cold start: first response minus ``ready_at``, the time the activator's path adds after the pod
@@ -31,6 +31,7 @@ from typing import Any
 
 import aiohttp
 
+from autoscaler.observability.log_events import ControlLog
 from bench import activator as bench
 from tests.stack import eventually
 
@@ -69,7 +70,7 @@ async def at_zero(stack: bench.WorkerStack) -> None:
 
 
 async def one_run(stack: bench.WorkerStack, session: aiohttp.ClientSession, number: int) -> dict[str, Any]:
-    activations = len(entries(stack, "controller", "scaled", reason="ActivatedFromZero"))
+    activations = len(entries(stack, "controller", ControlLog.TARGET_SCALED, reason="ActivatedFromZero"))
     cold_starts = len(entries(stack, "activator", "cold start: request waits for a first ready endpoint"))
     sent_at = time.time()
     async with session.get(
@@ -83,7 +84,7 @@ async def one_run(stack: bench.WorkerStack, session: aiohttp.ClientSession, numb
     answer = json.loads(body)
 
     async def scaled() -> list[dict[str, Any]]:
-        return entries(stack, "controller", "scaled", reason="ActivatedFromZero")
+        return entries(stack, "controller", ControlLog.TARGET_SCALED, reason="ActivatedFromZero")
 
     found = await eventually(
         scaled, lambda e: len(e) > activations, timeout=10, what="the controller's ActivatedFromZero log"

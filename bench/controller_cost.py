@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import sys
 import time
 import uuid
@@ -36,6 +35,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from kubernetes_asyncio import client as kube_client
 from kubernetes_asyncio import config as kube_config
+from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.config import layout as devstack_layout
 from tests.controller import Process, controller
@@ -51,8 +51,6 @@ from tests.stack import (
 RESULTS = Path(__file__).resolve().parent / "results"
 PREFIX = "queue-autoscaler.dev/"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-PAGE = re.compile(r"([a-zA-Z_:][\w:]*)(\{(.*)\})? (\S+)")
-LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -85,14 +83,11 @@ async def scrape(port: int) -> Samples:
         session.get(f"http://127.0.0.1:{port}/metrics") as response,
     ):
         text = await response.text()
-    samples: Samples = {}
-    for line in text.splitlines():
-        match = PAGE.fullmatch(line)
-        if line.startswith("#") or match is None:
-            continue
-        labels = frozenset(LABEL.findall(match.group(3) or ""))
-        samples[(match.group(1), labels)] = float(match.group(4))
-    return samples
+    return {
+        (sample.name, frozenset(sample.labels.items())): float(sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:

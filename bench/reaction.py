@@ -40,6 +40,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from kubernetes_asyncio import client as kube_client
 from kubernetes_asyncio import config as kube_config
 
+from autoscaler.observability.log_events import ControlLog
 from devstack.config import layout as devstack_layout
 from tests.controller import Process, controller
 from tests.stack import (
@@ -159,7 +160,7 @@ async def measure(
             stack, log_path, namespaces=[namespace], interval=interval, identity=f"bench-{run_id}"
         ).start()
         await process.wait_port("metrics")
-        await wait_for(process, "decision", 1, timeout=60, desired=0)
+        await wait_for(process, ControlLog.DECISION_CHANGED, 1, timeout=60, desired=0)
         # At its first tick the controller writes last-active on every idle target: let that burst of
         # writes finish before measuring.
         await wait_last_active(api, namespace, timeout=120)
@@ -170,13 +171,13 @@ async def measure(
             await asyncio.sleep(random.uniform(0, interval))  # a uniform phase against the tick
             sent = await (await producer.send(topic, b"work", partition=0))
             t0 = time.time()
-            scaled = await wait_for(process, "scaled", rep, timeout=30, replicas_from=0)
-            decided = await wait_for(process, "decision", rep, timeout=5, rule="activate")
+            scaled = await wait_for(process, ControlLog.TARGET_SCALED, rep, timeout=30, replicas_from=0)
+            decided = await wait_for(process, ControlLog.DECISION_CHANGED, rep, timeout=5, rule="activate")
             reactions.append(at(scaled) - t0)
             waits.append(at(decided) - t0)
             patches.append(at(scaled) - at(decided))
             await committer.commit({tp: sent.offset + 1})
-            await wait_for(process, "scaled", rep, timeout=30, replicas_to=0)
+            await wait_for(process, ControlLog.TARGET_SCALED, rep, timeout=30, replicas_to=0)
             print(
                 f"  {targets} targets, interval {interval:g}s: #{rep} reaction {reactions[-1] * 1000:.0f} ms",
                 file=sys.stderr,

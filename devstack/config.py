@@ -42,6 +42,8 @@ class Layout:
     redis_port: int = 19379
     nats_port: int = 19422
     nats_monitor_port: int = 19822
+    kafka_sasl_ssl_port: int = 19095  # SASL_SSL: SCRAM-SHA-512 and PLAIN users (KAFKA_USERS)
+    kafka_ssl_port: int = 19096  # SSL with a client certificate required (mTLS)
     bridge: str = "qa-br0"
     bridge_ip: str = "10.213.0.1"
     pod_prefix_len: int = 16
@@ -126,8 +128,32 @@ class Layout:
         return f"http://127.0.0.1:{self.nats_monitor_port}"
 
     @property
+    def kafka_sasl_ssl_bootstrap(self) -> str:
+        """The SASL_SSL listener (SCRAM-SHA-512 and PLAIN; server certificate from ``certs.ensure``)."""
+        return f"127.0.0.1:{self.kafka_sasl_ssl_port}"
+
+    @property
+    def kafka_ssl_bootstrap(self) -> str:
+        """The SSL listener that requires a client certificate signed by the devstack CA."""
+        return f"127.0.0.1:{self.kafka_ssl_port}"
+
+    @property
     def apiserver_url(self) -> str:
         return f"https://127.0.0.1:{self.apiserver_port}"
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaUser:
+    mechanism: str  # SCRAM-SHA-512 or PLAIN
+    name: str
+    password: str
+
+
+# The users of the SASL_SSL listener (devstack-only secrets; tests write them into password files).
+KAFKA_USERS = (
+    KafkaUser("SCRAM-SHA-512", "autoscaler-scram", "scram-devstack-secret"),
+    KafkaUser("PLAIN", "autoscaler-plain", "plain-devstack-secret"),
+)
 
 
 def layout() -> Layout:

@@ -10,8 +10,8 @@ import time
 import uuid
 from pathlib import Path
 
-from devstack import procs
-from devstack.config import Layout
+from devstack import certs, procs
+from devstack.config import KAFKA_USERS, Layout
 
 NAME = "kafka"
 
@@ -33,19 +33,35 @@ logger.state.level = warn
 """
 
 
-def server_properties(layout: Layout, data_dir: Path) -> str:
+def server_properties(layout: Layout, data_dir: Path, tls: certs.Certificates) -> str:
     host, pod, ctl = layout.kafka_port, layout.kafka_pod_port, layout.kafka_controller_port
+    sasl_ssl, mtls = layout.kafka_sasl_ssl_port, layout.kafka_ssl_port
     bridge = layout.bridge_ip
+    plain_users = " ".join(f'user_{u.name}="{u.password}"' for u in KAFKA_USERS if u.mechanism == "PLAIN")
     return "\n".join(
         [
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.bootstrap.servers=127.0.0.1:{ctl}",
-            f"listeners=PLAINTEXT://127.0.0.1:{host},POD://{bridge}:{pod},CONTROLLER://127.0.0.1:{ctl}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{host},POD://{bridge}:{pod}",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,POD:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            f"listeners=PLAINTEXT://127.0.0.1:{host},POD://{bridge}:{pod},CONTROLLER://127.0.0.1:{ctl},"
+            f"SASL_SSL://127.0.0.1:{sasl_ssl},SSL://127.0.0.1:{mtls}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{host},POD://{bridge}:{pod},"
+            f"SASL_SSL://127.0.0.1:{sasl_ssl},SSL://127.0.0.1:{mtls}",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,POD:PLAINTEXT,CONTROLLER:PLAINTEXT,"
+            "SASL_SSL:SASL_SSL,SSL:SSL",
             "controller.listener.names=CONTROLLER",
             "inter.broker.listener.name=PLAINTEXT",
+            # The secured listeners: the devstack CA's server certificate; SSL requires a client certificate.
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.location={tls.server_keystore}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={tls.ca}",
+            "listener.name.ssl.ssl.client.auth=required",
+            "listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "listener.name.sasl_ssl.plain.sasl.jaas.config="
+            f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};",
             f"log.dirs={data_dir}",
             "num.partitions=1",
             "auto.create.topics.enable=false",
@@ -60,6 +76,24 @@ def server_properties(layout: Layout, data_dir: Path) -> str:
             "",
         ]
     )
+
+
+def client_properties(layout: Layout, tls: certs.Certificates) -> dict[str, str]:
+    """Java client settings per secured listener (``kafka-consumer-groups --listener NAME``)."""
+    trust = f"ssl.truststore.type=PEM\nssl.truststore.location={tls.ca}\n"
+    found = {
+        "ssl": trust
+        + f"security.protocol=SSL\nssl.keystore.type=PEM\nssl.keystore.location={tls.client_keystore}\n"
+    }
+    for user in KAFKA_USERS:
+        module = "scram.ScramLoginModule" if user.mechanism.startswith("SCRAM") else "plain.PlainLoginModule"
+        found[f"sasl-ssl-{user.mechanism.split('-')[0].lower()}"] = (
+            trust
+            + f"security.protocol=SASL_SSL\nsasl.mechanism={user.mechanism}\n"
+            + f"sasl.jaas.config=org.apache.kafka.common.security.{module} required "
+            + f'username="{user.name}" password="{user.password}";\n'
+        )
+    return found
 
 
 def _java(layout: Layout, main: str, *args: str, tmp: Path, log_config: Path) -> list[str]:
@@ -88,8 +122,18 @@ def start(layout: Layout) -> procs.Recorded:
     log = layout.logs / "kafka.log"
     log_config = home / "log4j2.properties"
     log_config.write_text(_LOG4J.format(log=log))
+    tls = certs.ensure(layout)
     props = home / "server.properties"
-    props.write_text(server_properties(layout, data))
+    props.write_text(server_properties(layout, data, tls))
+    clients = home / "clients"
+    clients.mkdir()
+    for listener, text in client_properties(layout, tls).items():
+        (clients / f"{listener}.properties").write_text(text)
+    scram = [
+        f"{u.mechanism}=[name={u.name},password={u.password}]"
+        for u in KAFKA_USERS
+        if u.mechanism.startswith("SCRAM")
+    ]
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     fmt = subprocess.run(
         _java(
@@ -101,6 +145,7 @@ def start(layout: Layout) -> procs.Recorded:
             cluster_id,
             "-c",
             str(props),
+            *(arg for user in scram for arg in ("--add-scram", user)),
             tmp=tmp,
             log_config=log_config,
         ),
@@ -143,8 +188,13 @@ def resume(layout: Layout) -> procs.Recorded:
 
 
 def ready(layout: Layout) -> bool:
-    """True once the broker answers on both listeners (a metadata round trip is done by the caller)."""
-    for port, host in ((layout.kafka_port, "127.0.0.1"), (layout.kafka_pod_port, layout.bridge_ip)):
+    """True once the broker answers on every listener (a metadata round trip is done by the caller)."""
+    for port, host in (
+        (layout.kafka_port, "127.0.0.1"),
+        (layout.kafka_pod_port, layout.bridge_ip),
+        (layout.kafka_sasl_ssl_port, "127.0.0.1"),
+        (layout.kafka_ssl_port, "127.0.0.1"),
+    ):
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 pass

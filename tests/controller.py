@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.stack import Devstack
 
@@ -106,15 +106,11 @@ class Process:
 
 
 def parse_metric(text: str, name: str, labels: dict[str, str]) -> float | None:
-    for line in text.splitlines():
-        if not line.startswith(name):
-            continue
-        match = re.fullmatch(r"([a-zA-Z_:][\w:]*)(\{(.*)\})? (\S+)", line)
-        if match is None or match.group(1) != name:
-            continue
-        found = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(3) or ""))
-        if all(found.get(k) == v for k, v in labels.items()):
-            return float(match.group(4))
+    """The first sample ``name`` whose labels include ``labels``, in Prometheus text; None when absent."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
     return None
 
 

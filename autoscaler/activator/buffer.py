@@ -76,6 +76,7 @@ class Buffer:
         self._max_in_flight = max_in_flight
         self._clock = clock
         self._gates: dict[TargetKey, _Gate] = {}
+        self._window: dict[TargetKey, tuple[int, int]] = {}  # requests started, peak held since take_window
         self._held = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -96,6 +97,11 @@ class Buffer:
             for target, gate in self._gates.items()
         }
 
+    def take_window(self) -> dict[TargetKey, tuple[int, int]]:
+        """(requests started, peak in-flight + queued) per target since the previous call, which it ends."""
+        window, self._window = self._window, {}
+        return window
+
     def queued(self, target: TargetKey) -> int:
         gate = self._gates.get(target)
         return gate.queued if gate is not None else 0
@@ -114,6 +120,8 @@ class Buffer:
             gate = self._gates[target] = _Gate()
         gate.in_flight += 1
         self._held += 1
+        started, peak = self._window.get(target, (0, 0))
+        self._window[target] = (started + 1, max(peak, gate.in_flight + gate.queued))
         self._idle.clear()
         self._changed(target, gate)
         try:

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from autoscaler import errors
+from autoscaler.model import PREFIX as PREFIX
 from autoscaler.model import TargetKey
 
-PREFIX = "queue-autoscaler.dev/"
 HTTP_SERVICE = PREFIX + "http-service"
 HTTP_PORT = PREFIX + "http-port"
 HTTP_HOST = PREFIX + "http-host"

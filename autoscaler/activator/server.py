@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -126,8 +127,14 @@ class Activator:
     def concurrency(self) -> dict[TargetKey, TargetConcurrency]:
         """In-flight and queued requests of every routed target, zeros included."""
         held = self.buffer.concurrency()
+        window = self.buffer.take_window()  # each report covers the requests since the previous one
         idle = TargetConcurrency(in_flight=0, queued=0)
-        return {route.target: held.get(route.target, idle) for route in self.routes.routes()}
+        found = {}
+        for route in self.routes.routes():
+            now = held.get(route.target, idle)
+            started, peak = window.get(route.target, (0, 0))
+            found[route.target] = dataclasses.replace(now, started=started, peak=max(peak, now.total))
+        return found
 
     def cold(self) -> frozenset[TargetKey]:
         """Routed targets with requests waiting for a first ready endpoint."""

@@ -10,7 +10,6 @@ from prometheus_client import CollectorRegistry
 
 from autoscaler import errors, settings
 from autoscaler.activator import endpoints, proxy, routing, server
-from autoscaler.cli.controller import REPORT_URL_ANNOTATION
 from autoscaler.kube import client as kube_client
 from autoscaler.kube import endpointslices, leases, targets
 from autoscaler.model import TargetKey
@@ -90,32 +89,6 @@ def _endpoint_port(wanted: int | str, ports: Mapping[str, int]) -> int | None:
     return next(iter(ports.values())) if len(ports) == 1 else None
 
 
-class LeaderURL:
-    """The report URL the controller leader publishes on its Lease, refreshed in the background."""
-
-    def __init__(self, api: object, *, namespace: str, name: str, every: float) -> None:
-        self._api, self._namespace, self._name, self._every = api, namespace, name, every
-        self.url: str | None = None
-
-    def __call__(self) -> str | None:
-        return self.url
-
-    async def run(self) -> None:
-        while True:
-            try:
-                holder, notes = await leases.read_leader(
-                    api=self._api, namespace=self._namespace, name=self._name
-                )
-                url = notes.get(REPORT_URL_ANNOTATION) if holder else None
-            except errors.KubeError as exc:
-                log.warning("cannot read the controller lease", error=str(exc))
-                url = self.url
-            if url != self.url:
-                log.info("controller leader", url=url)
-                self.url = url
-            await asyncio.sleep(self._every)
-
-
 def listening_ports(addresses: Sequence[object]) -> tuple[list[int], list[int]]:
     """The proxy's and the metrics endpoint's bound ports, from the addresses ``server.serve`` reports.
 
@@ -149,7 +122,9 @@ async def _activator(cfg: settings.ActivatorSettings) -> int:
         asyncio.create_task(deployments.run(), name="deployment watch"),
     ]
     if leader is None:
-        lookup = LeaderURL(api, namespace=cfg.lease_namespace, name=cfg.lease_name, every=cfg.report_interval)
+        lookup = leases.LeaderURL(
+            api, namespace=cfg.lease_namespace, name=cfg.lease_name, every=cfg.report_interval
+        )
         tasks.append(asyncio.create_task(lookup.run(), name="leader lookup"))
         leader = lookup
     try:

@@ -18,28 +18,28 @@ from autoscaler.control import loop as control_loop
 from autoscaler.control import reports
 from autoscaler.kube import client as kube_client
 from autoscaler.kube import leases, scaling, targets
-from autoscaler.model import TargetKey
+from autoscaler.model import REPORT_PATH, REPORT_URL_ANNOTATION, TargetKey
 from autoscaler.observability import http as obs_http
 from autoscaler.observability import logging as obs_logging
 from autoscaler.observability.metrics import ControllerMetrics
 from autoscaler.sources.kafka import offsets
+from autoscaler.sources.kafka import pool as kafka_pool
 
 log = structlog.get_logger("autoscaler")
-REPORT_URL_ANNOTATION = "queue-autoscaler.dev/report-url"
-REPORT_PATH = "/v1/reports"  # where control/reports.py serves the activators' reports
 
 
 class KafkaLag:
-    """control_loop.LagSource over the pool of batched offset readers."""
+    """control_loop.LagSource over the pool of batched offset readers, one per Kafka connection (the loop's
+    ``bootstrap`` is the connection key, see sources/kafka/pool.py)."""
 
-    def __init__(self, pool: offsets.ReaderPool) -> None:
+    def __init__(self, pool: kafka_pool.ReaderPool) -> None:
         self._pool = pool
 
     async def read(
         self, *, bootstrap: str, groups: Sequence[control_loop.GroupRead]
     ) -> Mapping[control_loop.GroupRead, control_loop.GroupResult]:
         queries = {g: offsets.GroupQuery(g.group, g.topics or None) for g in groups}
-        answer = await self._pool.read(bootstrap=bootstrap, queries=list(queries.values()))
+        answer = await self._pool.read(connection=bootstrap, queries=list(queries.values()))
         return {g: answer[q] for g, q in queries.items()}
 
 
@@ -88,7 +88,8 @@ async def _controller(cfg: settings.ControllerSettings) -> int:
     registry = CollectorRegistry()
     metrics = ControllerMetrics(registry)
     api = await kube_client.connect(kubeconfig=str(cfg.kube.kubeconfig) if cfg.kube.kubeconfig else None)
-    pool = offsets.ReaderPool(
+    pool = kafka_pool.ReaderPool(
+        connections_file=cfg.connections,
         settings=offsets.ReaderSettings(request_timeout=min(2.0, max(cfg.interval * 0.8, 0.5))),
         registry=registry,
     )
@@ -99,7 +100,7 @@ async def _controller(cfg: settings.ControllerSettings) -> int:
         lag=KafkaLag(pool),
         scaler=KubeScaler(api, identity=cfg.identity),
         metrics=metrics,
-        default_bootstrap=cfg.kafka_bootstrap,
+        default_bootstrap=_default_bootstrap(cfg),
         interval=cfg.interval,
         is_leader=lambda: elector is None or elector.is_leader,
     )
@@ -161,7 +162,7 @@ async def _controller(cfg: settings.ControllerSettings) -> int:
             identity=cfg.identity,
             interval=cfg.interval,
             namespaces=list(cfg.kube.namespaces) or "all",
-            kafka_bootstrap=cfg.kafka_bootstrap,
+            kafka_connections={name: c.security_protocol for name, c in cfg.connections.kafka.items()},
             leader_election=cfg.leader_election,
             report_url=report_url,
         )
@@ -186,6 +187,12 @@ async def _controller(cfg: settings.ControllerSettings) -> int:
         await pool.close()
         await api.close()
         log.info("controller stopped")
+
+
+def _default_bootstrap(cfg: settings.ControllerSettings) -> str | None:
+    """The ``default`` Kafka connection's brokers (from the connections file or --kafka-bootstrap)."""
+    default = cfg.connections.kafka.get("default")
+    return None if default is None else default.bootstrap_servers
 
 
 def published_report_url(configured: str | None, *, pod_ip: str, port: int) -> str:

@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime
 
 from autoscaler import errors
-from autoscaler.policy import decide as policy_decide
+from autoscaler.policy import document
 from autoscaler.sources.kafka import offsets, table
 
 EXIT_INVALID = 2
@@ -31,12 +31,12 @@ Invalid annotations: exit status 2 and every bad key with its value on stderr.
 
 def cmd_decide() -> int:
     try:
-        document = json.load(sys.stdin)
+        doc = json.load(sys.stdin)
     except json.JSONDecodeError as exc:
         print(f"decide: stdin is not JSON: {exc}", file=sys.stderr)
         return EXIT_INVALID
     try:
-        answer = policy_decide.decide_document(document, datetime.now(UTC))
+        answer = document.decide_document(doc, datetime.now(UTC))
     except errors.PolicyError as exc:
         print("decide: invalid annotations:", file=sys.stderr)
         for problem in exc.problems:

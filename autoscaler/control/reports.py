@@ -14,7 +14,7 @@ from collections.abc import Callable
 import structlog
 from aiohttp import web
 
-from autoscaler.model import ConcurrencyReport
+from autoscaler.model import REPORT_PATH, ConcurrencyReport
 
 log = structlog.get_logger(__name__)
 MAX_REPORT_BYTES = 4 * 1024 * 1024
@@ -38,5 +38,5 @@ def build_app(
         return web.json_response({"accepted": True})
 
     app = web.Application(client_max_size=MAX_REPORT_BYTES)
-    app.router.add_post("/v1/reports", receive)
+    app.router.add_post(REPORT_PATH, receive)
     return app

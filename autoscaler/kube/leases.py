@@ -15,14 +15,25 @@ import random
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
+from typing import Final
 
 import structlog
 from kubernetes_asyncio import client
 
 from autoscaler.errors import Conflict, KubeError, TargetGone
 from autoscaler.kube import calls
+from autoscaler.model import REPORT_URL_ANNOTATION
+from autoscaler.observability.log_events import KubeLog
 
-REPORT_URL = "queue-autoscaler.dev/report-url"
+REPORT_URL = REPORT_URL_ANNOTATION
+
+# The one set of lease timings (seconds): the flags' defaults, the settings' and the elector's.
+LEASE_DURATION: Final = 10.0
+"""A standby takes over this long after the Lease last changed."""
+RENEW_DEADLINE: Final = 7.0
+"""A leader stops leading this long after its last successful renewal (before a standby may start)."""
+RETRY_PERIOD: Final = 1.5
+"""Between the leader's renewals, and between a standby's attempts."""
 
 log = structlog.get_logger(__name__)
 
@@ -49,9 +60,9 @@ class LeaderElector:
         name: str,
         identity: str,
         *,
-        lease_duration: float = 15.0,
-        renew_deadline: float = 10.0,
-        retry_period: float = 2.0,
+        lease_duration: float = LEASE_DURATION,
+        renew_deadline: float = RENEW_DEADLINE,
+        retry_period: float = RETRY_PERIOD,
         annotations: Mapping[str, str] | None = None,
         on_started_leading: Callable[[], None] | None = None,
         on_stopped_leading: Callable[[], None] | None = None,
@@ -337,3 +348,27 @@ def _parse_time(value: object) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+class LeaderURL:
+    """The report URL the controller leader publishes on its Lease, refreshed every ``every`` seconds."""
+
+    def __init__(self, api: client.ApiClient, *, namespace: str, name: str, every: float) -> None:
+        self._api, self._namespace, self._name, self._every = api, namespace, name, every
+        self.url: str | None = None
+
+    def __call__(self) -> str | None:
+        return self.url
+
+    async def run(self) -> None:
+        while True:
+            try:
+                holder, notes = await read_leader(api=self._api, namespace=self._namespace, name=self._name)
+                url = notes.get(REPORT_URL_ANNOTATION) if holder else None
+            except KubeError as exc:
+                log.warning(KubeLog.LEADER_URL_UNREADABLE, error=str(exc))
+                url = self.url
+            if url != self.url:
+                log.info(KubeLog.LEADER_URL_CHANGED, url=url)
+                self.url = url
+            await asyncio.sleep(self._every)

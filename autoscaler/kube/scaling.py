@@ -13,19 +13,19 @@ from kubernetes_asyncio import client
 
 from autoscaler.errors import Conflict
 from autoscaler.kube import calls
-from autoscaler.model import TargetKey
+from autoscaler.model import LAST_ACTIVE_ANNOTATION, PREFIX, EventReason, TargetKey
 
-LAST_ACTIVE = "queue-autoscaler.dev/last-active"
-REPORTING_CONTROLLER = "queue-autoscaler.dev/controller"
+LAST_ACTIVE = LAST_ACTIVE_ANNOTATION
+REPORTING_CONTROLLER = PREFIX + "controller"
 PATCH_ATTEMPTS = 8
 
-# Event reasons the controller uses.
-SCALED_UP = "ScaledUp"
-SCALED_DOWN = "ScaledDown"
-SCALED_TO_ZERO = "ScaledToZero"
-ACTIVATED_FROM_ZERO = "ActivatedFromZero"
-INVALID_ANNOTATIONS = "InvalidAnnotations"
-LAG_UNAVAILABLE = "LagUnavailable"
+# Event reasons the controller uses (model.EventReason is their one definition).
+SCALED_UP = EventReason.SCALED_UP
+SCALED_DOWN = EventReason.SCALED_DOWN
+SCALED_TO_ZERO = EventReason.SCALED_TO_ZERO
+ACTIVATED_FROM_ZERO = EventReason.ACTIVATED_FROM_ZERO
+INVALID_ANNOTATIONS = EventReason.INVALID_ANNOTATIONS
+LAG_UNAVAILABLE = EventReason.LAG_UNAVAILABLE
 
 EventType = Literal["Normal", "Warning"]
 

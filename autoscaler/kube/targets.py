@@ -13,9 +13,8 @@ import structlog
 from kubernetes_asyncio import client
 
 from autoscaler.kube import calls, watch
+from autoscaler.model import PREFIX as PREFIX
 from autoscaler.model import TargetKey
-
-PREFIX = "queue-autoscaler.dev/"
 
 log = structlog.get_logger(__name__)
 

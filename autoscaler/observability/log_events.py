@@ -13,6 +13,19 @@ class ControlLog:
     """control/: the tick, the per-target workers, decisions and patches."""
 
     PREFIX: Final = "control"
+    TICK_OVERRAN: Final = "control.tick.overran"
+    DECISION_CHANGED: Final = "control.decision.changed"
+    TARGET_SCALED: Final = "control.target.scaled"
+    SCALE_FAILED: Final = "control.scale.failed"
+    SCALE_TARGET_GONE: Final = "control.scale.gone"
+    TARGET_FORGOTTEN: Final = "control.target.forgotten"
+    TARGET_DROPPED: Final = "control.target.dropped"
+    ANNOTATIONS_INVALID: Final = "control.annotations.invalid"
+    LAG_UNAVAILABLE: Final = "control.lag.unavailable"
+    LAG_RECOVERED: Final = "control.lag.recovered"
+    EVENT_FAILED: Final = "control.event.failed"
+    WORKERS_DRAINING: Final = "control.workers.draining"
+    REPORT_INSECURE: Final = "control.report.insecure"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -31,6 +44,12 @@ class KafkaLog:
     """sources/kafka: batched offset reads, connections, coordinators."""
 
     PREFIX: Final = "kafka"
+    OFFSETS_READ: Final = "kafka.offsets.read"
+    METADATA_REFRESHED: Final = "kafka.metadata.refreshed"
+    REQUEST_RETRIED: Final = "kafka.request.retried"
+    CONNECTION_REFUSED: Final = "kafka.connection.refused"
+    CONNECTION_RENEWED: Final = "kafka.connection.renewed"
+    VERIFICATION_SKIPPED: Final = "kafka.verification.skipped"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -52,6 +71,8 @@ class KubeLog:
     """kube/: watches, scaling writes, Events, leases."""
 
     PREFIX: Final = "kube"
+    LEADER_URL_UNREADABLE: Final = "kube.leader-url.unreadable"
+    LEADER_URL_CHANGED: Final = "kube.leader-url.changed"
 
 
 # ---------------------------------------------------------------------------------------------------------

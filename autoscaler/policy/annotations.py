@@ -6,13 +6,13 @@ import difflib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from autoscaler.errors import AnnotationProblem, PolicyError
+from autoscaler.model import PREFIX as PREFIX
 
-PREFIX = "queue-autoscaler.dev/"
 LAST_ACTIVE = "last-active"
 
 _MAX_REPLICAS = 2**31 - 1  # Kubernetes replica counts are int32
@@ -65,6 +65,7 @@ class ScalingPolicy:
     cloudevents: bool
     cloudevents_types: frozenset[str] | None
     last_active: datetime | None = field(compare=False)
+    kafka_connection: str = "default"
 
     @property
     def uses_kafka(self) -> bool:
@@ -210,6 +211,12 @@ def _bootstrap(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
+def _connection_name(text: str) -> str:
+    if not re.fullmatch(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?", text):
+        raise _Invalid("a connection name from the connections file: lowercase letters, digits and '-'")
+    return text
+
+
 _DNS_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
 
 
@@ -242,6 +249,7 @@ _KEYS: dict[str, _Key] = {
     "kafka-topics": _Key(_topics, ()),
     "kafka-bootstrap": _Key(_bootstrap, None),
     "kafka-partitions": _Key(_partitions, None),
+    "kafka-connection": _Key(_connection_name, "default"),
     "lag-per-replica": _Key(_integer(1, _MAX_LAG), 10),
     "activation-lag": _Key(_integer(0, _MAX_LAG), 0),
     "min-replicas": _Key(_integer(0, _MAX_REPLICAS), 0),
@@ -369,29 +377,19 @@ def _last_active(raw: str | None) -> datetime | None:
         return None
 
 
+# RFC 3339's grammar (``fromisoformat`` alone also takes ISO 8601 forms RFC 3339 does not: dates only,
+# no offset, basic format); ``fromisoformat`` then checks the values.
 _RFC3339 = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
-    r"(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))"
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-5][0-9])"
 )
 
 
 def parse_rfc3339(text: str) -> datetime:
     """An RFC 3339 time (e.g. ``2026-11-26T12:00:00Z``) as an aware UTC datetime; ValueError otherwise."""
-    match = _RFC3339.fullmatch(text)
-    if match is None:
+    if _RFC3339.fullmatch(text) is None:
         raise ValueError(f"{text!r} is not an RFC 3339 time such as 2026-11-26T12:00:00Z")
-    year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
     try:
-        if zulu:
-            zone = UTC
-        else:
-            offset = timedelta(hours=int(off_h), minutes=int(off_m))
-            if int(off_m) > 59 or offset >= timedelta(hours=24):
-                raise ValueError("offset out of range")
-            zone = timezone(-offset if sign == "-" else offset)
-        micro = int((fraction or "0")[:6].ljust(6, "0"))
-        local = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), micro, zone)
-        return local.astimezone(UTC)
+        return datetime.fromisoformat(text.upper()).astimezone(UTC)
     except (ValueError, OverflowError) as error:
         raise ValueError(f"{text!r} is not a valid RFC 3339 time: {error}") from None
 
@@ -400,8 +398,4 @@ def format_rfc3339(moment: datetime) -> str:
     """An aware datetime as RFC 3339 in UTC, e.g. ``2026-11-26T12:00:00Z`` (microseconds when present)."""
     if moment.tzinfo is None:
         raise ValueError("format_rfc3339 needs a timezone-aware datetime")
-    utc = moment.astimezone(UTC)
-    text = f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}"
-    if utc.microsecond:
-        text += f".{utc.microsecond:06d}"
-    return text + "Z"
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"

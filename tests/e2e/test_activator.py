@@ -21,6 +21,7 @@ import aiohttp
 import pytest
 from kubernetes_asyncio import client
 
+from autoscaler.observability.log_events import ControlLog
 from tests.controller import Process, activator, controller
 from tests.stack import (
     Devstack,
@@ -177,7 +178,9 @@ async def running(
 async def routed(stack: Stack) -> None:
     """Waits until the activator routes the worker and the controller has decided for it once."""
     await wait_logged(stack.activator, "route updated", namespace=stack.namespace, deployment=WORKER)
-    await wait_logged(stack.controller, "decision", namespace=stack.namespace, deployment=WORKER)
+    await wait_logged(
+        stack.controller, ControlLog.DECISION_CHANGED, namespace=stack.namespace, deployment=WORKER
+    )
 
 
 async def pods_of(kube: client.ApiClient, namespace: str) -> dict[str, str]:
@@ -221,7 +224,7 @@ async def test_fifty_concurrent_requests_wake_the_deployment_once_and_are_all_an
             warm = await asyncio.gather(*(send(session, stack) for _ in range(50)))
         pods = await pods_of(kube, namespace)
         events = await events_of(kube, namespace, WORKER)
-        scaled = stack.controller.logged("scaled", namespace=namespace, deployment=WORKER)
+        scaled = stack.controller.logged(ControlLog.TARGET_SCALED, namespace=namespace, deployment=WORKER)
 
     assert len(cold) == 50
     assert len(warm) == 50
@@ -301,7 +304,7 @@ async def test_sigterm_drains_the_buffered_requests_to_the_woken_pod_and_exits_0
             try:
                 await wait_logged(
                     stack.controller,
-                    "scaled",
+                    ControlLog.TARGET_SCALED,
                     reason="ActivatedFromZero",
                     namespace=namespace,
                     deployment=WORKER,

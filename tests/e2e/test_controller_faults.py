@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 from kubernetes_asyncio import client
 
+from autoscaler.observability.log_events import ControlLog
 from devstack import kafka as broker
 from tests.controller import Process, controller
 from tests.stack import (
@@ -116,7 +117,7 @@ async def test_a_kafka_outage_holds_the_replicas_with_one_warning_and_decisions_
         )
         await wait_ticks(running_controller, 4)
         held = await spec_replicas(kube, namespace, name)
-        during = running_controller.logged("decision", deployment=name)
+        during = running_controller.logged(ControlLog.DECISION_CHANGED, deployment=name)
         warnings = await reasons(kube, namespace, name, "LagUnavailable")
     finally:
         # Others share the broker: bring it back whatever happened above.
@@ -131,7 +132,7 @@ async def test_a_kafka_outage_holds_the_replicas_with_one_warning_and_decisions_
     assert "cannot be read" in warnings[0]["note"]
 
     readable = await eventually(
-        lambda: asyncio.sleep(0, running_controller.logged("lag readable again", deployment=name)),
+        lambda: asyncio.sleep(0, running_controller.logged(ControlLog.LAG_RECOVERED, deployment=name)),
         bool,
         timeout=60,
         what="the lag to be readable again",
@@ -139,7 +140,12 @@ async def test_a_kafka_outage_holds_the_replicas_with_one_warning_and_decisions_
     since = logged_at(readable[0])
     after = await eventually(
         lambda: asyncio.sleep(
-            0, [d for d in running_controller.logged("decision", deployment=name) if logged_at(d) >= since]
+            0,
+            [
+                d
+                for d in running_controller.logged(ControlLog.DECISION_CHANGED, deployment=name)
+                if logged_at(d) >= since
+            ],
         ),
         bool,
         timeout=10,
@@ -174,12 +180,12 @@ async def test_a_controller_killed_during_the_idle_countdown_scales_to_zero_on_t
     second = controller(devstack, tmp_path / "second.log", namespaces=[namespace], identity="second")
     try:
         await eventually(
-            lambda: asyncio.sleep(0, first.logged("decision", deployment=name)),
+            lambda: asyncio.sleep(0, first.logged(ControlLog.DECISION_CHANGED, deployment=name)),
             bool,
             timeout=30,
             what="a decision",
         )
-        assert first.logged("decision", deployment=name)[0]["lag"] == 5
+        assert first.logged(ControlLog.DECISION_CHANGED, deployment=name)[0]["lag"] == 5
         assert LAST_ACTIVE not in await annotations_of(kube, namespace, name)
 
         await commit(devstack.kafka_bootstrap, group, topic, {0: 5})  # the work is done: the target idles
@@ -198,14 +204,14 @@ async def test_a_controller_killed_during_the_idle_countdown_scales_to_zero_on_t
         )
         first.kill()
         assert await spec_replicas(kube, namespace, name) == 1
-        assert not first.logged("scaled", deployment=name)
+        assert not first.logged(ControlLog.TARGET_SCALED, deployment=name)
 
         second.start()
         await eventually(
             lambda: spec_replicas(kube, namespace, name), lambda n: n == 0, timeout=30, what="zero replicas"
         )
         scaled = await eventually(
-            lambda: asyncio.sleep(0, second.logged("scaled", deployment=name)),
+            lambda: asyncio.sleep(0, second.logged(ControlLog.TARGET_SCALED, deployment=name)),
             bool,
             timeout=5,
             what="a scaled log",
@@ -255,7 +261,7 @@ async def test_a_bad_annotation_gets_one_warning_naming_it_and_leaves_replicas_u
     assert warnings[0]["type"] == "Warning"
     assert "lag-per-replica='abc'" in warnings[0]["note"]
     assert await spec_replicas(kube, namespace, name) == 2
-    assert not running_controller.logged("decision", deployment=name)
+    assert not running_controller.logged(ControlLog.DECISION_CHANGED, deployment=name)
 
     await apps.patch_namespaced_deployment(
         name, namespace, {"metadata": {"annotations": {PREFIX + "lag-per-replica": "10"}}}
@@ -263,7 +269,7 @@ async def test_a_bad_annotation_gets_one_warning_naming_it_and_leaves_replicas_u
     await eventually(
         lambda: spec_replicas(kube, namespace, name), lambda n: n == 4, timeout=15, what="4 replicas"
     )
-    decided = running_controller.logged("decision", deployment=name)
+    decided = running_controller.logged(ControlLog.DECISION_CHANGED, deployment=name)
     assert decided[0]["lag"] == 40
     assert decided[0]["rule"] == "scale-up"
     assert [e["reason"] for e in await events_of(kube, namespace, name)] == ["InvalidAnnotations", "ScaledUp"]
@@ -296,7 +302,12 @@ async def test_a_deployment_deleted_while_it_is_scaled_leaves_the_controller_sca
     await produce(devstack.kafka_bootstrap, doomed_topic, 300, partitions=6)
     await eventually(
         lambda: asyncio.sleep(
-            0, [d for d in running_controller.logged("decision", deployment="doomed") if d["desired"] == 6]
+            0,
+            [
+                d
+                for d in running_controller.logged(ControlLog.DECISION_CHANGED, deployment="doomed")
+                if d["desired"] == 6
+            ],
         ),
         bool,
         timeout=15,
@@ -306,7 +317,7 @@ async def test_a_deployment_deleted_while_it_is_scaled_leaves_the_controller_sca
     await apps.delete_namespaced_deployment("doomed", namespace)
 
     await eventually(
-        lambda: asyncio.sleep(0, running_controller.logged("target gone", deployment="doomed")),
+        lambda: asyncio.sleep(0, running_controller.logged(ControlLog.TARGET_FORGOTTEN, deployment="doomed")),
         bool,
         timeout=15,
         what="the controller to forget the deleted target",

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
+from autoscaler.observability.log_events import ControlLog
 from tests.controller import Process, queue_autoscaler
 from tests.stack import (
     Devstack,
@@ -42,7 +43,7 @@ def worker_deployment(
 
 
 def decisions(process: Process, name: str) -> list[dict[str, Any]]:
-    return process.logged("decision", deployment=name)
+    return process.logged(ControlLog.DECISION_CHANGED, deployment=name)
 
 
 async def test_lag_scales_a_deployment_up_from_zero_caps_at_partitions_and_returns_to_zero(

@@ -11,7 +11,8 @@ from prometheus_client import CollectorRegistry
 from autoscaler.errors import GroupError, KafkaError, KafkaUnavailable
 from autoscaler.model import PartitionOffsets
 from autoscaler.sources.kafka import offsets, table
-from autoscaler.sources.kafka.offsets import GroupOffsets, GroupQuery, OffsetReader, ReaderPool
+from autoscaler.sources.kafka.offsets import GroupOffsets, GroupQuery, OffsetReader
+from autoscaler.sources.kafka.pool import ReaderPool
 from tests.stack import (
     Devstack,
     commit,
@@ -182,8 +183,10 @@ async def test_a_stale_cached_coordinator_and_leader_are_replaced_within_one_rea
     async with OffsetReader(kafka_bootstrap) as reader:
         first = await reader.read(queries=[query])
         # Pretend the coordinator and the partition leader moved to a broker that is gone.
-        reader._coordinators[group] = 999
-        reader._topics[topic] = dataclasses.replace(reader._topics[topic], leaders={0: 999, 1: 999})
+        reader._cache.coordinators[group] = 999
+        reader._cache.topics[topic] = dataclasses.replace(
+            reader._cache.topics[topic], leaders={0: 999, 1: 999}
+        )
         reader.requests_by_api.clear()
         second = await reader.read(queries=[query])
         requests = dict(reader.requests_by_api)
@@ -204,7 +207,7 @@ async def test_a_pool_reads_each_cluster_and_isolates_the_unreachable_one(kafka_
         assert pool.reader(kafka_bootstrap) is pool.reader(kafka_bootstrap)
         result = await pool.read_all(queries={kafka_bootstrap: [query], "127.0.0.1:1": [query]})
         await pool.retain([kafka_bootstrap])
-        again = await pool.read(bootstrap=kafka_bootstrap, queries=[query])
+        again = await pool.read(connection=kafka_bootstrap, queries=[query])
 
     good = result[kafka_bootstrap]
     assert not isinstance(good, KafkaError)
@@ -220,7 +223,7 @@ async def test_describe_lag_gives_the_rows_of_the_lag_command(kafka_bootstrap: s
     await produce(kafka_bootstrap, topic, 20, partitions=2)
     await commit(kafka_bootstrap, group, topic, {0: 4})
 
-    rows = await offsets.describe_lag(bootstrap=kafka_bootstrap, group=group)
+    rows = await offsets.describe_lag(target=kafka_bootstrap, group=group)
 
     assert rows == (
         PartitionOffsets(topic, 0, committed=4, end=10, start=0),
@@ -228,4 +231,4 @@ async def test_describe_lag_gives_the_rows_of_the_lag_command(kafka_bootstrap: s
     )
     assert table.format_lag_table(rows).splitlines()[-1].split() == ["TOTAL", "6"]
     with pytest.raises(GroupError, match="does not exist"):
-        await offsets.describe_lag(bootstrap=kafka_bootstrap, group=group, topic=unique("missing"))
+        await offsets.describe_lag(target=kafka_bootstrap, group=group, topics=(unique("missing"),))

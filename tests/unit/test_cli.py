@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import inspect
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,12 +14,13 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
-from autoscaler import cli
+from autoscaler import cli, settings
 from autoscaler.activator import metrics as activator_metrics
 from autoscaler.activator import reporter, server
 from autoscaler.cli import activator as cli_activator
 from autoscaler.cli import controller as cli_controller
 from autoscaler.control import reports
+from autoscaler.kube import leases
 from autoscaler.model import ConcurrencyReport, TargetConcurrency, TargetKey
 from autoscaler.observability import logging as obs_logging
 from tests.unit.activator import helpers
@@ -141,3 +144,15 @@ def test_lag_without_a_bootstrap_says_which_flag_is_missing_and_exits_2(
     status = cli.main(["lag", "--group", "g"])
     assert status == 2
     assert "--bootstrap: required" in capsys.readouterr().err
+
+
+def test_the_lease_timings_have_one_set_of_defaults_for_flags_settings_and_the_elector() -> None:
+    args = cli.build_parser().parse_args(["run"])
+    from_flags = settings.controller_settings(args)
+    elector = inspect.signature(leases.LeaderElector).parameters
+    fields = {f.name: f.default for f in dataclasses.fields(settings.ControllerSettings)}
+    timings = ("lease_duration", "renew_deadline", "retry_period")
+
+    assert [getattr(from_flags, name) for name in timings] == [10.0, 7.0, 1.5]
+    assert [fields[name] for name in timings] == [10.0, 7.0, 1.5]
+    assert [elector[name].default for name in timings] == [10.0, 7.0, 1.5]

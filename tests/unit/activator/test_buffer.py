@@ -131,3 +131,15 @@ async def test_wait_idle_returns_when_the_last_request_is_done() -> None:
         await asyncio.sleep(0)
         assert not idle.done()
     await idle
+
+
+def test_a_report_window_counts_the_requests_that_started_and_ended_within_it() -> None:
+    gate, _, _ = make()
+    with gate.hold(T), gate.hold(T):
+        pass
+    with gate.hold(T):
+        pass
+
+    assert gate.concurrency() == {}  # nothing held at this instant
+    assert gate.take_window() == {T: (3, 2)}  # but 3 requests started, 2 at once at the peak
+    assert gate.take_window() == {}  # the window ended with the previous call

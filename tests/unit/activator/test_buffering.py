@@ -54,7 +54,9 @@ async def test_the_first_request_at_zero_pokes_the_reporter_and_is_reported_cold
         # Every queued request pokes (the reporter coalesces them); the cold start is counted once.
         assert stack.pokes.targets == [ORDERS] * 3
         assert stack.activator.cold() == {ORDERS}
-        assert stack.activator.concurrency() == {ORDERS: TargetConcurrency(in_flight=0, queued=3)}
+        assert stack.activator.concurrency() == {
+            ORDERS: TargetConcurrency(in_flight=0, queued=3, started=3, peak=3)
+        }
         assert stack.sample("queue_autoscaler_activator_pending_requests") == 3.0
         cold_logs = [entry for entry in logs if entry["event"].startswith("cold start")]
         assert len(cold_logs) == 1
@@ -63,7 +65,7 @@ async def test_the_first_request_at_zero_pokes_the_reporter_and_is_reported_cold
         pod.release.clear()
         stack.activator.endpoints.update(ORDERS, [pod.address])
         await helpers.eventually(lambda: len(pod.seen) == 3)
-        assert stack.activator.concurrency() == {ORDERS: TargetConcurrency(in_flight=3, queued=0)}
+        assert stack.activator.concurrency() == {ORDERS: TargetConcurrency(in_flight=3, queued=0, peak=3)}
         assert stack.activator.cold() == frozenset()
         pod.release.set()
         assert [answer.status for answer in await asyncio.gather(*sent)] == [200] * 3

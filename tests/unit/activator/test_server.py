@@ -161,7 +161,7 @@ async def test_serve_reports_cold_starts_exposes_metrics_and_drains_on_stop() ->
             assert authorization == "Bearer t0ken"
             assert report.activator == "activator-7"
             assert report.cold == {ORDERS}
-            assert report.targets == {ORDERS: TargetConcurrency(in_flight=0, queued=1)}
+            assert report.targets == {ORDERS: TargetConcurrency(in_flight=0, queued=1, started=1, peak=1)}
             admin = f"http://127.0.0.1:{admin_address[1]}"
             async with client.get(f"{admin}/metrics") as response:
                 text = await response.text()

@@ -64,3 +64,6 @@ class Run:
         decision, self.state = decide(self.policy, observation, self.state, self.now)
         self.replicas = decision.desired_replicas
         return decision
+
+
+IDLE_LAG = lagging(0, 0, 0, 0)

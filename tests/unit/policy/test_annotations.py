@@ -315,7 +315,15 @@ def test_last_active_is_read_as_rfc_3339_in_utc() -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["yesterday", "2026-11-26", "2026-11-26T12:00:00", "2026-02-30T12:00:00Z", "2026-11-26T12:00:00+25:00"],
+    [
+        "yesterday",
+        "2026-11-26",
+        "2026-11-26T12:00:00",
+        "2026-02-30T12:00:00Z",
+        "2026-11-26T12:00:00+25:00",
+        "2026-11-26T12:00:00+01:60",
+        "2026-11-26T24:00:00Z",
+    ],
 )
 def test_a_malformed_last_active_is_ignored_rather_than_invalidating_the_target(value: str) -> None:
     assert policy(last_active=value).last_active is None

@@ -6,11 +6,26 @@ from datetime import datetime
 
 import pytest
 
-from autoscaler.model import Observation, PartitionOffsets, TopicPartition
+from autoscaler.model import (
+    Cap,
+    Decision,
+    Observation,
+    PartitionOffsets,
+    Rule,
+    Source,
+    SourceReading,
+    TopicPartition,
+)
+from autoscaler.policy import reasons
 from autoscaler.policy.decide import DecisionState, decide
 from tests.unit.policy.builders import NOW, Run, lagging, policy, seconds
 
 IDLE = lagging(0, 0, 0, 0)
+
+
+def kafka(decision: Decision) -> SourceReading:
+    (reading,) = (r for r in decision.readings if r.source is Source.KAFKA)
+    return reading
 
 
 # Sizing and caps
@@ -19,7 +34,7 @@ IDLE = lagging(0, 0, 0, 0)
 def test_scales_to_the_ceiling_of_lag_over_lag_per_replica() -> None:
     decision = Run(policy(), replicas=1).tick(lagging(10, 10, 5, 0))
     assert decision.desired_replicas == 3
-    assert decision.rule == "scale-up"
+    assert decision.rule == Rule.SCALE_UP
     assert decision.total_lag == 25
 
 
@@ -48,7 +63,7 @@ def test_limit_to_partitions_with_lag_caps_at_partitions_that_have_lag() -> None
     scaling = policy(kafka_topics="t", limit_to_partitions_with_lag="true")
     decision = Run(scaling, replicas=1).tick(lagging(100, 0, 100, 0, 0, 0))
     assert decision.desired_replicas == 2
-    assert "capped at 2 (partitions with lag)" in decision.reason
+    assert (kafka(decision).needed, kafka(decision).cap) == (20, Cap.PARTITIONS_WITH_LAG)
 
 
 @pytest.mark.parametrize(
@@ -79,7 +94,7 @@ def test_persistent_lag_is_not_used_for_sizing() -> None:
     # Nothing was consumed: the lag is persistent, so it sizes to nothing, but keeps the target active.
     decision = run.tick(lagging(100, 100), at=seconds(1))
     assert (decision.desired_replicas, decision.total_lag, decision.active) == (1, 200, True)
-    assert "200 of it persistent" in decision.reason
+    assert (kafka(decision).backlog, kafka(decision).sizing_backlog) == (200, 0)
 
 
 def test_previous_committed_offsets_are_kept_only_with_exclude_persistent_lag() -> None:
@@ -96,20 +111,20 @@ def test_previous_committed_offsets_are_kept_only_with_exclude_persistent_lag() 
 
 def test_stays_at_zero_while_lag_is_at_most_activation_lag() -> None:
     decision = Run(policy(activation_lag="50"), replicas=0).tick(lagging(25, 25))
-    assert (decision.desired_replicas, decision.rule, decision.active) == (0, "hold", False)
-    assert "activation lag 50 <= activation-lag 50" in decision.reason
+    assert (decision.desired_replicas, decision.rule, decision.active) == (0, Rule.HOLD, False)
+    assert (kafka(decision).backlog, kafka(decision).activation) == (50, 50)
 
 
 def test_activates_from_zero_to_the_full_count_at_once_above_activation_lag() -> None:
     decision = Run(policy(activation_lag="50"), replicas=0).tick(lagging(26, 25, 0, 0, 0, 0))
-    assert (decision.desired_replicas, decision.rule, decision.active) == (6, "activate", True)
+    assert (decision.desired_replicas, decision.rule, decision.active) == (6, Rule.ACTIVATE, True)
 
 
 def test_activates_with_at_least_one_replica_when_only_persistent_lag_remains() -> None:
     scaling = policy(exclude_persistent_lag="true")
     state = DecisionState(idle_since=None, history=(), committed=((TopicPartition("t", 0), 100),))
     decision = Run(scaling, replicas=0, state=state).tick(lagging(30))
-    assert (decision.desired_replicas, decision.rule) == (1, "activate")
+    assert (decision.desired_replicas, decision.rule) == (1, Rule.ACTIVATE)
 
 
 def test_a_partition_without_committed_offset_activates_with_latest() -> None:
@@ -119,8 +134,8 @@ def test_a_partition_without_committed_offset_activates_with_latest() -> None:
 
 def test_scales_up_at_once_to_the_full_count() -> None:
     decision = Run(policy(), replicas=1).tick(lagging(*[80] * 10))
-    assert (decision.desired_replicas, decision.rule) == (10, "scale-up")
-    assert "scaling up from 1 to 10" in decision.reason
+    assert (decision.desired_replicas, decision.rule) == (10, Rule.SCALE_UP)
+    assert (decision.current_replicas, decision.proposed) == (1, 10)
 
 
 # Scale-down window
@@ -133,8 +148,8 @@ def test_holds_within_the_scale_down_window_then_drops_to_the_highest_count_seen
     assert run.tick(lagging(*[2] * 8), at=seconds(40)).desired_replicas == 8  # raw 2
     decision = run.tick(lagging(*[2] * 8), at=seconds(61))
     # The 8 from t=0 left the window; the 5 from t=20 is the highest still in it.
-    assert (decision.desired_replicas, decision.rule) == (5, "scale-down-window")
-    assert "scale-down-window 1m" in decision.reason
+    assert (decision.desired_replicas, decision.rule) == (5, Rule.SCALE_DOWN_WINDOW)
+    assert (decision.window_max, decision.scale_down_window) == (5, seconds(60))
     assert run.tick(lagging(*[2] * 8), at=seconds(81)).desired_replicas == 2
 
 
@@ -142,7 +157,7 @@ def test_a_target_first_seen_holds_its_count_for_one_window_before_scaling_down(
     # After a controller restart nothing was seen yet; the running count stands in for the lost window.
     run = Run(policy(scale_down_window="1m"), replicas=6)
     decision = run.tick(lagging(10, 10))
-    assert (decision.desired_replicas, decision.rule) == (6, "hold")
+    assert (decision.desired_replicas, decision.rule) == (6, Rule.HOLD)
     assert run.tick(lagging(10, 10), at=seconds(59)).desired_replicas == 6
     assert run.tick(lagging(10, 10), at=seconds(61)).desired_replicas == 2
 
@@ -152,14 +167,14 @@ def test_the_window_never_scales_up_a_target_that_was_scaled_down_by_hand() -> N
     run.tick(lagging(*[100] * 10))
     run.replicas = 4
     decision = run.tick(lagging(*[3] * 10), at=seconds(10))  # raw 3
-    assert (decision.desired_replicas, decision.rule) == (4, "hold")
+    assert (decision.desired_replicas, decision.rule) == (4, Rule.HOLD)
 
 
 def test_scales_down_to_one_not_zero_while_the_idle_time_is_short() -> None:
     run = Run(policy(scale_down_window="0s"), replicas=6)
     decision = run.tick(IDLE)
-    assert (decision.desired_replicas, decision.rule) == (1, "scale-down-window")
-    assert "idle for 0s of scale-to-zero-after 5m" in decision.reason
+    assert (decision.desired_replicas, decision.rule) == (1, Rule.SCALE_DOWN_WINDOW)
+    assert (decision.idle_for, decision.scale_to_zero_after) == (seconds(0), seconds(300))
 
 
 def test_a_zero_scale_down_window_follows_the_raw_count_down_at_once() -> None:
@@ -185,8 +200,8 @@ def test_scales_to_zero_only_after_scale_to_zero_after_of_continuous_idle() -> N
     assert decision.desired_replicas == 1
     assert decision.idle_since == NOW
     decision = run.tick(IDLE, at=seconds(300))
-    assert (decision.desired_replicas, decision.rule) == (0, "scale-to-zero")
-    assert "for 5m (scale-to-zero-after 5m)" in decision.reason
+    assert (decision.desired_replicas, decision.rule) == (0, Rule.SCALE_TO_ZERO)
+    assert (decision.idle_for, decision.scale_to_zero_after) == (seconds(300), seconds(300))
 
 
 def test_scales_to_zero_directly_from_any_count() -> None:
@@ -194,7 +209,7 @@ def test_scales_to_zero_directly_from_any_count() -> None:
     run.tick(lagging(*[1000] * 4))
     run.tick(IDLE, at=seconds(1))
     decision = run.tick(IDLE, at=seconds(302))
-    assert (run.replicas, decision.rule) == (0, "scale-to-zero")
+    assert (run.replicas, decision.rule) == (0, Rule.SCALE_TO_ZERO)
 
 
 def test_work_during_the_idle_run_restarts_the_idle_timer() -> None:
@@ -249,7 +264,7 @@ def test_an_idle_start_in_the_future_is_reset_to_now() -> None:
 
 def test_stays_at_zero_when_idle_at_zero() -> None:
     decision = Run(policy(), replicas=0).tick(IDLE, at=seconds(3600))
-    assert (decision.desired_replicas, decision.rule) == (0, "hold")
+    assert (decision.desired_replicas, decision.rule) == (0, Rule.HOLD)
 
 
 # Pause
@@ -258,7 +273,7 @@ def test_stays_at_zero_when_idle_at_zero() -> None:
 def test_paused_replicas_wins_over_lag_and_bounds() -> None:
     scaling = policy(paused_replicas="7", max_replicas="5")
     decision = Run(scaling, replicas=1).tick(lagging(*[1000] * 20))
-    assert (decision.desired_replicas, decision.rule) == (7, "paused-replicas")
+    assert (decision.desired_replicas, decision.rule) == (7, Rule.PAUSED_REPLICAS)
 
 
 def test_paused_replicas_wins_over_idle_and_missing_data() -> None:
@@ -272,12 +287,12 @@ def test_paused_freezes_the_current_count() -> None:
     assert run.tick(lagging(*[1000] * 4)).desired_replicas == 1
     assert run.tick(IDLE, at=seconds(3600)).desired_replicas == 1
     decision = run.tick(None, at=seconds(3601))
-    assert (decision.desired_replicas, decision.rule) == (1, "paused")
+    assert (decision.desired_replicas, decision.rule) == (1, Rule.PAUSED)
 
 
 def test_paused_replicas_wins_over_paused() -> None:
     decision = Run(policy(paused="true", paused_replicas="0"), replicas=4).tick(IDLE)
-    assert (decision.desired_replicas, decision.rule) == (0, "paused-replicas")
+    assert (decision.desired_replicas, decision.rule) == (0, Rule.PAUSED_REPLICAS)
 
 
 # Missing data
@@ -285,8 +300,8 @@ def test_paused_replicas_wins_over_paused() -> None:
 
 def test_unreadable_lag_holds_the_current_count() -> None:
     decision = Run(policy(), replicas=5).tick(None, kafka_error="GROUP_AUTHORIZATION_FAILED")
-    assert (decision.desired_replicas, decision.rule) == (5, "hold-unreadable")
-    assert "lag unreadable (GROUP_AUTHORIZATION_FAILED)" in decision.reason
+    assert (decision.desired_replicas, decision.rule) == (5, Rule.HOLD_UNREADABLE)
+    assert decision.readings == (SourceReading(Source.KAFKA, error="GROUP_AUTHORIZATION_FAILED"),)
 
 
 def test_unreadable_lag_keeps_a_target_at_zero_without_fallback() -> None:
@@ -295,12 +310,12 @@ def test_unreadable_lag_keeps_a_target_at_zero_without_fallback() -> None:
 
 def test_unreadable_lag_raises_to_fallback_replicas() -> None:
     decision = Run(policy(fallback_replicas="4"), replicas=0).tick(None, kafka_error="broker down")
-    assert (decision.desired_replicas, decision.rule) == (4, "fallback")
+    assert (decision.desired_replicas, decision.rule) == (4, Rule.FALLBACK)
 
 
 def test_fallback_replicas_below_the_current_count_never_scales_down() -> None:
     decision = Run(policy(fallback_replicas="2"), replicas=6).tick(None)
-    assert (decision.desired_replicas, decision.rule) == (6, "hold-unreadable")
+    assert (decision.desired_replicas, decision.rule) == (6, Rule.HOLD_UNREADABLE)
 
 
 def test_unreadable_lag_never_scales_to_zero_and_keeps_the_idle_start() -> None:
@@ -331,7 +346,7 @@ def test_unreadable_lag_adds_nothing_to_the_window() -> None:
 
 def test_unreadable_lag_still_respects_max_replicas() -> None:
     decision = Run(policy(max_replicas="5"), replicas=10).tick(None)
-    assert (decision.desired_replicas, decision.rule) == (5, "clamp-max")
+    assert (decision.desired_replicas, decision.rule) == (5, Rule.CLAMP_MAX)
 
 
 def test_naive_now_is_refused() -> None:
@@ -350,18 +365,19 @@ def test_http_sizes_on_concurrency_per_replica() -> None:
     run = http()
     run.replicas = 1
     decision = run.tick(None, concurrency=25)
-    assert (decision.desired_replicas, decision.rule, decision.total_lag) == (3, "scale-up", 0)
-    assert "concurrency 25 at concurrency-per-replica 10 needs 3 replicas" in decision.reason
+    assert (decision.desired_replicas, decision.rule, decision.total_lag) == (3, Rule.SCALE_UP, 0)
+    (reading,) = decision.readings
+    assert (reading.source, reading.backlog, reading.per_replica, reading.needed) == (Source.HTTP, 25, 10, 3)
 
 
 def test_http_activates_from_zero_on_one_request() -> None:
     decision = http().tick(None, concurrency=1)
-    assert (decision.desired_replicas, decision.rule, decision.active) == (1, "activate", True)
+    assert (decision.desired_replicas, decision.rule, decision.active) == (1, Rule.ACTIVATE, True)
 
 
 def test_http_is_not_capped_by_partitions_only_by_max_replicas() -> None:
     decision = http(max_replicas="50").tick(None, concurrency=1000)
-    assert (decision.desired_replicas, decision.rule) == (50, "clamp-max")
+    assert (decision.desired_replicas, decision.rule) == (50, Rule.CLAMP_MAX)
 
 
 def test_http_scales_to_zero_after_no_requests_for_scale_to_zero_after() -> None:
@@ -372,12 +388,25 @@ def test_http_scales_to_zero_after_no_requests_for_scale_to_zero_after() -> None
     assert run.tick(None, at=seconds(301), concurrency=0).desired_replicas == 0
 
 
+def test_a_request_that_started_and_ended_between_reports_is_activity() -> None:
+    run = http(scale_to_zero_after="30s")
+    run.replicas = 1
+    run.tick(None, concurrency=0)
+    assert run.state.idle_since == NOW
+    observation = Observation(1, None, concurrency=0, requests_started=1, peak_concurrency=1)
+    decision, run.state = decide(run.policy, observation, run.state, NOW + seconds(29))
+    assert (decision.active, decision.idle_since, decision.desired_replicas) == (True, None, 1)
+    assert (
+        run.tick(None, at=seconds(31), concurrency=0).desired_replicas == 1
+    )  # the idle run restarted at 29 s
+
+
 def test_http_without_a_concurrency_report_holds() -> None:
     run = http()
     run.replicas = 3
     decision = run.tick(None, at=seconds(3600))
-    assert (decision.desired_replicas, decision.rule) == (3, "hold-unreadable")
-    assert "no concurrency report" in decision.reason
+    assert (decision.desired_replicas, decision.rule) == (3, Rule.HOLD_UNREADABLE)
+    assert decision.readings == (SourceReading(Source.HTTP, error="no concurrency report"),)
 
 
 def both(replicas: int) -> Run:
@@ -409,19 +438,19 @@ def test_a_target_with_kafka_and_http_scales_to_zero_only_when_both_are_idle() -
 
 def test_a_readable_source_may_scale_up_while_the_other_is_unreadable() -> None:
     decision = both(2).tick(None, concurrency=50, kafka_error="timeout")
-    assert (decision.desired_replicas, decision.rule) == (5, "scale-up")
+    assert (decision.desired_replicas, decision.rule) == (5, Rule.SCALE_UP)
 
 
 def test_a_readable_source_never_scales_down_while_the_other_is_unreadable() -> None:
     decision = both(4).tick(None, concurrency=0)
-    assert (decision.desired_replicas, decision.rule) == (4, "hold-unreadable")
+    assert (decision.desired_replicas, decision.rule) == (4, Rule.HOLD_UNREADABLE)
     decision = both(4).tick(IDLE, concurrency=None)
-    assert (decision.desired_replicas, decision.rule) == (4, "hold-unreadable")
+    assert (decision.desired_replicas, decision.rule) == (4, Rule.HOLD_UNREADABLE)
 
 
 def test_a_readable_source_activates_from_zero_while_the_other_is_unreadable() -> None:
     decision = both(0).tick(None, concurrency=2)
-    assert (decision.desired_replicas, decision.rule) == (1, "activate")
+    assert (decision.desired_replicas, decision.rule) == (1, Rule.ACTIVATE)
 
 
 # Clamping
@@ -429,8 +458,8 @@ def test_a_readable_source_activates_from_zero_while_the_other_is_unreadable() -
 
 def test_clamps_up_to_min_replicas() -> None:
     decision = Run(policy(min_replicas="3"), replicas=1).tick(lagging(5))
-    assert (decision.desired_replicas, decision.rule) == (3, "clamp-min")
-    assert "raised to min-replicas 3" in decision.reason
+    assert (decision.desired_replicas, decision.rule) == (3, Rule.CLAMP_MIN)
+    assert (decision.proposed, decision.proposed_rule) == (1, Rule.HOLD)
 
 
 def test_min_replicas_lifts_a_target_at_zero() -> None:
@@ -439,8 +468,8 @@ def test_min_replicas_lifts_a_target_at_zero() -> None:
 
 def test_clamps_down_to_max_replicas() -> None:
     decision = Run(policy(allow_idle_consumers="true", max_replicas="12"), replicas=1).tick(lagging(1000))
-    assert (decision.desired_replicas, decision.rule) == (12, "clamp-max")
-    assert "limited to max-replicas 12" in decision.reason
+    assert (decision.desired_replicas, decision.rule) == (12, Rule.CLAMP_MAX)
+    assert (decision.proposed, decision.proposed_rule) == (100, Rule.SCALE_UP)
 
 
 def test_max_replicas_zero_keeps_even_an_active_target_at_zero() -> None:
@@ -453,7 +482,7 @@ def test_max_replicas_zero_keeps_even_an_active_target_at_zero() -> None:
 
 def test_the_reason_gives_lag_lag_per_replica_and_partitions() -> None:
     decision = Run(policy(lag_per_replica="20"), replicas=1).tick(lagging(100, 100, 0))
-    assert decision.reason == (
+    assert reasons.explain(decision) == (
         "lag 200 across 3 partitions at lag-per-replica 20 needs 10 replicas, capped at 3 (partitions); "
         "scaling up from 1 to 3."
     )
@@ -463,7 +492,7 @@ def test_the_reason_explains_a_hold_within_the_window() -> None:
     run = Run(policy(), replicas=1)
     run.tick(lagging(50, 50, 50, 50))
     decision = run.tick(lagging(10, 0, 0, 0), at=seconds(30))
-    assert decision.reason == (
+    assert reasons.explain(decision) == (
         "lag 10 across 4 partitions at lag-per-replica 10 needs 1 replica; "
         "keeping 4 (highest count within scale-down-window 1m is 4)."
     )

@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from autoscaler.errors import PolicyError
-from autoscaler.model import Observation, PartitionOffsets
-from autoscaler.policy import lag
+from autoscaler.model import Observation, PartitionOffsets, Rule
+from autoscaler.policy import document, lag, reasons
 from autoscaler.policy.annotations import (
     KNOWN_KEYS,
     OffsetResetPolicy,
@@ -110,7 +110,8 @@ def test_desired_replicas_stay_within_min_and_max_unless_paused(
         if not is_paused(scaling):
             assert scaling.min_replicas <= decision.desired_replicas <= scaling.max_replicas
         assert decision.desired_replicas >= 0
-        assert decision.reason.endswith(".")
+        assert isinstance(decision.rule, Rule)
+        assert reasons.explain(decision).endswith(".")
 
 
 @relaxed
@@ -131,7 +132,7 @@ def test_the_state_survives_a_json_round_trip(
     scaling: ScalingPolicy, observation: Observation, state: DecisionState, now: datetime
 ) -> None:
     _, new_state = decide(scaling, observation, state, now)
-    assert DecisionState.from_json(new_state.to_json()) == new_state
+    assert document.state_from_json(document.state_to_json(new_state)) == new_state
 
 
 known_keys = st.sampled_from(sorted(P + key for key in KNOWN_KEYS))

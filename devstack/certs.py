@@ -1,0 +1,125 @@
+"""A private CA and the certificates of the devstack's secured Kafka listeners, made with ``openssl``.
+
+Made once per run dir (``<run>/certs``) and reused by later starts; ``down`` leaves them (they are not
+Kafka's data). Files, all PEM:
+
+- ``ca.pem`` / ``ca.key``: the CA every certificate below is signed by (clients trust ``ca.pem``);
+- ``server.pem`` / ``server.key`` (+ ``server-keystore.pem``, key then certificate, Kafka's PEM keystore):
+  the broker, for ``localhost``, ``127.0.0.1`` and the bridge address;
+- ``client.pem`` / ``client.key`` (+ ``client-keystore.pem``): a client certificate (CN ``autoscaler``)
+  for the listener that requires one;
+- ``other-ca.pem``: a CA that signed nothing here, for clients that must NOT trust the broker.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from devstack.config import Layout
+
+_DAYS = "825"
+
+
+@dataclass(frozen=True, slots=True)
+class Certificates:
+    directory: Path
+
+    @property
+    def ca(self) -> Path:
+        return self.directory / "ca.pem"
+
+    @property
+    def other_ca(self) -> Path:
+        return self.directory / "other-ca.pem"
+
+    @property
+    def server_keystore(self) -> Path:
+        return self.directory / "server-keystore.pem"
+
+    @property
+    def client_cert(self) -> Path:
+        return self.directory / "client.pem"
+
+    @property
+    def client_key(self) -> Path:
+        return self.directory / "client.key"
+
+    @property
+    def client_keystore(self) -> Path:
+        return self.directory / "client-keystore.pem"
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    done = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"openssl {' '.join(args[:2])} failed:\n{done.stderr}")
+
+
+def _ca(directory: Path, name: str, subject: str) -> None:
+    _openssl(
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        f"{name}.key",
+        cwd=directory,
+    )
+    _openssl(
+        "req", "-x509", "-new", "-key", f"{name}.key", "-sha256", "-days", _DAYS, "-subj", subject,
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        "-out", f"{name}.pem",
+        cwd=directory,
+    )  # fmt: skip
+
+
+def _leaf(directory: Path, name: str, subject: str, extensions: str) -> None:
+    # PKCS#8 keys: what Kafka's PEM keystore reads.
+    _openssl(
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        f"{name}.key",
+        cwd=directory,
+    )
+    _openssl("req", "-new", "-key", f"{name}.key", "-subj", subject, "-out", f"{name}.csr", cwd=directory)
+    (directory / f"{name}.ext").write_text(extensions)
+    _openssl(
+        "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-days", _DAYS, "-sha256", "-extfile", f"{name}.ext", "-out", f"{name}.pem",
+        cwd=directory,
+    )  # fmt: skip
+    keystore = (directory / f"{name}.key").read_text() + (directory / f"{name}.pem").read_text()
+    (directory / f"{name}-keystore.pem").write_text(keystore)
+
+
+def ensure(layout: Layout) -> Certificates:
+    """The run dir's certificates, made now when missing (about a tenth of a second)."""
+    certs = Certificates(layout.run / "certs")
+    if (certs.directory / ".complete").exists():
+        return certs
+    directory = certs.directory
+    directory.mkdir(parents=True, exist_ok=True)
+    _ca(directory, "ca", "/CN=queue-autoscaler devstack CA")
+    _ca(directory, "other-ca", "/CN=a CA the devstack broker does not use")
+    _leaf(
+        directory,
+        "server",
+        "/CN=localhost",
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+        f"extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1,IP:{layout.bridge_ip}\n",
+    )
+    _leaf(
+        directory,
+        "client",
+        "/CN=autoscaler",
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
+    )
+    (directory / ".complete").write_text("")
+    return certs
