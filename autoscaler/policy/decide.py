@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from autoscaler.model import Cap, Decision, Observation, Rule, Source, SourceReading, TopicPartition
-from autoscaler.policy import lag
+from autoscaler.policy import backlog, lag
 from autoscaler.policy.annotations import ScalingPolicy
 
 Committed = tuple[tuple[TopicPartition, int], ...]
@@ -51,6 +51,7 @@ def decide(
     current = observation.current_replicas
     kafka, committed = _kafka(policy, observation, state.committed)
     readings = tuple(r for r in (kafka, _http(policy, observation)) if r is not None)
+    readings += backlog.readings(policy.sources, observation)
 
     readable = [r for r in readings if r.readable]
     all_readable = len(readable) == len(readings)

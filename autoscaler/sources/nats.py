@@ -17,6 +17,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from autoscaler.errors import BacklogError, SourceError, SourceUnavailable
+from autoscaler.model import ConsumerBacklog as ConsumerBacklog
 from autoscaler.observability.log_events import SourceLog
 from autoscaler.sources import reading
 from autoscaler.sources.http import AiohttpGetter, JsonAnswer, JsonGetter
@@ -33,12 +34,6 @@ class ConsumerQuery:
     stream: str
     consumer: str
     account: str = DEFAULT_ACCOUNT
-
-
-@dataclass(frozen=True, slots=True)
-class ConsumerBacklog:
-    pending: int
-    ack_pending: int
 
 
 ConsumerResult = ConsumerBacklog | SourceError

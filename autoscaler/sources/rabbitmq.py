@@ -21,6 +21,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from autoscaler.errors import BacklogError, SourceError, SourceUnavailable
+from autoscaler.model import QueueCounts as QueueCounts
 from autoscaler.observability.log_events import SourceLog
 from autoscaler.sources import reading
 from autoscaler.sources.http import AiohttpGetter, JsonAnswer, JsonGetter
@@ -39,14 +40,6 @@ class QueueQuery:
     vhost: str = "/"
     names: tuple[str, ...] = ()
     pattern: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class QueueCounts:
-    queue: str
-    vhost: str
-    ready: int
-    unacked: int
 
 
 QueueResult = tuple[QueueCounts, ...] | SourceError

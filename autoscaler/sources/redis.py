@@ -21,6 +21,7 @@ from redis import exceptions as redis_errors
 from redis.credentials import CredentialProvider
 
 from autoscaler.errors import BacklogError, SourceError, SourceUnavailable
+from autoscaler.model import StreamBacklog as StreamBacklog
 from autoscaler.observability.log_events import SourceLog
 from autoscaler.sources import reading
 
@@ -35,16 +36,6 @@ class StreamQuery:
     stream: str
     group: str
     length: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class StreamBacklog:
-    """``lag``: entries not yet delivered to the group (None: Redis cannot tell); ``pending``: delivered
-    and not acknowledged; ``length``: XLEN, when asked for."""
-
-    lag: int | None
-    pending: int
-    length: int | None = None
 
 
 StreamResult = StreamBacklog | SourceError
