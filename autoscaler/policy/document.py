@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from autoscaler.model import Observation, PartitionOffsets, TopicPartition
-from autoscaler.policy import reasons
+from autoscaler.policy import backlog_document, reasons
 from autoscaler.policy.annotations import PREFIX, format_rfc3339, parse_rfc3339
 from autoscaler.policy.annotations import parse as parse_annotations
 from autoscaler.policy.decide import DecisionState, decide
@@ -62,7 +62,8 @@ def decide_document(doc: Mapping[str, object], now: datetime) -> dict[str, objec
 
     ``now`` is used when the document has no ``now``. Annotation keys may omit the ``queue-autoscaler.dev/``
     prefix. Besides the documented fields, ``concurrency`` (activator in-flight + queued, for HTTP targets)
-    and ``kafka_error`` are accepted; ``partitions`` absent or null means the lag could not be read.
+    and ``kafka_error`` are accepted; ``partitions`` absent or null means the lag could not be read, and so
+    for ``rabbitmq``, ``redis`` and ``nats``. The answer's ``source`` names the source that won.
     Raises DocumentError (a ValueError) for a malformed document, PolicyError for invalid annotations.
     """
     if not isinstance(doc, Mapping):
@@ -93,12 +94,18 @@ def decide_document(doc: Mapping[str, object], now: datetime) -> dict[str, objec
     policy = parse_annotations(found)
     if policy is None:
         raise DocumentError(
-            f"annotations name neither {PREFIX}kafka-group nor {PREFIX}http-service: "
-            "not a queue-autoscaler target"
+            f"annotations name no source ({PREFIX}kafka-group, http-service, rabbitmq-queues, "
+            "rabbitmq-queue-pattern, redis-stream or nats-stream): not a queue-autoscaler target"
         )
     if state is None:
         state = DecisionState.initial(policy.last_active)
-    observation = Observation(current, partitions, kafka_error=kafka_error, concurrency=concurrency)
+    observation = Observation(
+        current,
+        partitions,
+        kafka_error=kafka_error,
+        concurrency=concurrency,
+        **backlog_document.observed(doc, DocumentError),
+    )
     decision, new_state = decide(policy, observation, state, now)
     return {
         "desired_replicas": decision.desired_replicas,
@@ -106,6 +113,7 @@ def decide_document(doc: Mapping[str, object], now: datetime) -> dict[str, objec
         "active": decision.active,
         "reason": reasons.explain(decision),
         "rule": str(decision.rule),
+        "source": None if decision.source is None else str(decision.source),
         "state": state_to_json(new_state),
     }
 
