@@ -7,6 +7,7 @@ caller's to say (a 404 is a missing vhost to RabbitMQ).
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -36,8 +37,9 @@ class JsonGetter(Protocol):
 class AiohttpGetter:
     """A JsonGetter on one aiohttp session (opened on first use, in the running loop)."""
 
-    def __init__(self, *, timeout: float) -> None:
+    def __init__(self, *, timeout: float, ssl_context: ssl.SSLContext | None = None) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._session: aiohttp.ClientSession | None = None
 
     async def get(
@@ -48,7 +50,7 @@ class AiohttpGetter:
         headers = {} if auth is None else {"Authorization": aiohttp.encode_basic_auth(auth[0], auth[1])}
         target = yarl.URL(url, encoded=True).with_query(dict(params))
         try:
-            async with self._session.get(target, headers=headers) as response:
+            async with self._session.get(target, headers=headers, ssl=self._ssl) as response:
                 raw = await response.read()
                 status = response.status
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:

@@ -53,14 +53,15 @@ _Listing = dict[str, QueueCounts | None]
 class QueueReader:
     """Reads one RabbitMQ server's management API for many queries at once.
 
-    ``password`` is called for every request, so a rotated password file takes effect at the next read.
+    ``password`` is called for every request, so a rotated password file takes effect at the next read;
+    ``username`` None sends no credentials.
     """
 
     def __init__(
         self,
         management_url: str,
         *,
-        username: str,
+        username: str | None,
         password: Callable[[], str],
         getter: JsonGetter | None = None,
         settings: reading.ReaderSettings | None = None,
@@ -139,7 +140,8 @@ class QueueReader:
 
         async def attempt() -> JsonAnswer:
             self.metrics.count(API)
-            answer = await self._getter.get(url, params=params, auth=(self._username, self._password()))
+            auth = None if self._username is None else (self._username, self._password())
+            answer = await self._getter.get(url, params=params, auth=auth)
             return _checked(answer, where)
 
         answer = await reading.with_retries(attempt, settings=self.settings, log=self._log)
