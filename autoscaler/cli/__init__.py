@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from autoscaler import errors, settings
-from autoscaler.cli import activator, controller, oneshot
+from autoscaler.cli import activator, controller, lag_sources, oneshot
 from autoscaler.cli.oneshot import EXIT_INVALID as EXIT_INVALID
 from autoscaler.observability import logging as obs_logging
 
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read one consumer group's committed offsets and its partitions' end and start offsets "
         "with the same batched reads the controller uses.",
     )
-    lag.add_argument("--group", required=True, help="consumer group")
+    lag.add_argument("--group", help="Kafka consumer group")
     lag.add_argument(
         "--topic", action="append", default=[], help="topic (repeatable); default: every committed topic"
     )
@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="bootstrap servers (default $QUEUE_AUTOSCALER_KAFKA_BOOTSTRAP)",
     )
     lag.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    lag_sources.add_arguments(lag)
     return parser
 
 
@@ -74,7 +75,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "decide":
             return oneshot.cmd_decide()
+        if args.command == "lag" and lag_sources.wanted(args):
+            return asyncio.run(lag_sources.cmd(args))
         if args.command == "lag":
+            if not args.group:
+                raise errors.SettingsError(
+                    "--group (Kafka), --rabbitmq-queues, --rabbitmq-queue-pattern, --redis-stream or "
+                    "--nats-stream: one of them is required"
+                )
             return asyncio.run(oneshot.cmd_lag(args))
         if args.command == "run":
             return controller.run_controller(settings.controller_settings(args))
