@@ -96,7 +96,7 @@ async def run_lifecycle(kube: client.ApiClient, namespace: str, process: Process
     ticks_produced = await process.metric("queue_autoscaler_ticks_total")
     assert ticks_produced is not None
 
-    await eventually(lambda: spec_replicas(kube, namespace, name), lambda n: n >= 5, timeout=15, what="5")
+    await eventually(lambda: spec_replicas(kube, namespace, name), lambda n: n >= 5, timeout=30, what="5")
     ups = [d for d in decided() if d["desired"] == 5]
     assert ups, process.tail()
     assert ups[0]["current"] == 0  # 0 -> ceil(45 / 10) in one patch
