@@ -192,7 +192,8 @@ class Observation:
     None when there is no report: for a target with ``http-service`` that is missing data and is held like
     unreadable lag, so pass 0 when the activators report and hold nothing for the target.
     ``requests_started`` and ``peak_concurrency`` are what the activators saw since the previous decision:
-    a request that came and went between two reports still counts as activity.
+    a request that came and went between two reports still counts as activity. ``ready_replicas`` (None:
+    unknown) divides the work done for drain-within's processing rate per replica.
     """
 
     current_replicas: int
@@ -201,6 +202,7 @@ class Observation:
     concurrency: int | None = None
     requests_started: int = 0
     peak_concurrency: int = 0
+    ready_replicas: int | None = None
     # The other sources, each None when it could not be read (``*_error`` says why) or is not used.
     rabbitmq: tuple[QueueCounts, ...] | None = None
     rabbitmq_error: str | None = None
@@ -245,6 +247,25 @@ class Cap(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class RateSizing:
+    """drain-within's part of a Kafka reading: the rates it used and the counts they give.
+
+    ``arrival`` (records/s) and ``per_replica`` (records/s per ready consumer) are None while unknown; then
+    ``needed`` is None and the fixed lag-per-replica sizes the source. Otherwise ``needed`` =
+    ceil((arrival + backlog / drain_within) / per_replica) and ``keep`` the same at 90 % of the rate (the
+    count a scale-down must get below: headroom against flapping). ``rising``: the arrival rate is above
+    its slow average, so scale-downs wait.
+    """
+
+    drain_within: timedelta
+    arrival: float | None
+    per_replica: float | None
+    needed: int | None
+    keep: int | None
+    rising: bool
+
+
+@dataclass(frozen=True, slots=True)
 class SourceReading:
     """One source's part of one decision: its backlog and the replicas it asks for.
 
@@ -254,6 +275,7 @@ class SourceReading:
     ceil(sizing_backlog / per_replica) and ``replicas`` the count after the source's ``cap``. The source
     has work when ``backlog`` > ``activation``, or when work came and went since the previous reading
     (HTTP: ``started`` requests, ``peak`` concurrency). ``partitions`` is the Kafka partition count.
+    ``rate`` is set when drain-within sizes the source (then ``needed`` comes from the rates once known).
     """
 
     source: Source
@@ -268,6 +290,7 @@ class SourceReading:
     partitions: int = 0
     started: int = 0
     peak: int = 0
+    rate: RateSizing | None = None
 
     @property
     def readable(self) -> bool:

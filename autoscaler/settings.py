@@ -85,6 +85,7 @@ class ControllerSettings:
     lease_namespace: str
     lease_name: str
     identity: str
+    report_insecure: bool = False
     lease_duration: float = leases.LEASE_DURATION
     renew_deadline: float = leases.RENEW_DEADLINE
     retry_period: float = leases.RETRY_PERIOD
@@ -107,6 +108,10 @@ class ActivatorSettings:
     drain_timeout: float
     log_format: LogFormat
     identity: str
+    cross_namespace_hosts: bool = False
+    header_timeout: float = 10.0
+    body_idle_timeout: float = 30.0
+    max_connections_per_client: int = 256
 
 
 def add_kube_flags(parser: argparse.ArgumentParser) -> None:
@@ -215,6 +220,14 @@ def add_controller_flags(parser: argparse.ArgumentParser) -> None:
         help="port where activators POST concurrency reports (default 8081; 0 picks a free port)",
     )
     parser.add_argument(
+        "--report-insecure",
+        nargs="?",
+        const="true",
+        default=env_default("--report-insecure", "false"),
+        help="accept reports without a token (local use only: anyone who reaches the port can then scale "
+        "targets); without it the controller refuses to start when no report token is set",
+    )
+    parser.add_argument(
         "--report-url",
         default=env_default("--report-url", None),
         help="URL the activators should use to reach this replica when it leads "
@@ -263,6 +276,14 @@ def controller_settings(args: argparse.Namespace) -> ControllerSettings:
     if args.leader_election not in ("true", "false"):
         raise SettingsError(f"--leader-election={args.leader_election!r}: true or false")
     lease_duration, renew_deadline, retry_period = _lease_timing(args)
+    if args.report_insecure not in ("true", "false"):
+        raise SettingsError(f"--report-insecure={args.report_insecure!r}: true or false")
+    report_token, insecure = _token(args), args.report_insecure == "true"
+    if report_token is None and not insecure:
+        raise SettingsError(
+            "no report token: set --report-token-file (or QUEUE_AUTOSCALER_REPORT_TOKEN) so that only the "
+            "activators can report, or pass --report-insecure for local use"
+        )
     return ControllerSettings(
         kube=_kube(args),
         kafka_bootstrap=args.kafka_bootstrap or None,
@@ -270,7 +291,8 @@ def controller_settings(args: argparse.Namespace) -> ControllerSettings:
         metrics_host=args.metrics_host,
         metrics_port=_port("--metrics-port", args.metrics_port),
         report_port=_port("--report-port", args.report_port),
-        report_token=_token(args),
+        report_token=report_token,
+        report_insecure=insecure,
         report_url=args.report_url,
         log_format=_log_format(args.log_format),
         leader_election=args.leader_election == "true",
@@ -316,6 +338,35 @@ def add_activator_flags(parser: argparse.ArgumentParser) -> None:
         default=env_default("--drain-timeout", "30"),
         help="on SIGTERM, seconds to finish in-flight and buffered requests (default 30)",
     )
+    parser.add_argument(
+        "--allow-cross-namespace-hosts",
+        default=env_default("--allow-cross-namespace-hosts", "false"),
+        help="true: an http-host may name a host of another namespace (<name>.<namespace>[.svc...]); "
+        "default false: such a claim is refused",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        default=env_default("--header-timeout", "10"),
+        help="seconds a client has to send a request's line and headers (default 10); then 408",
+    )
+    parser.add_argument(
+        "--body-idle-timeout",
+        default=env_default("--body-idle-timeout", "30"),
+        help="seconds a request body may pause between chunks (default 30); then 408",
+    )
+    parser.add_argument(
+        "--max-connections-per-client",
+        default=env_default("--max-connections-per-client", "256"),
+        help="open connections accepted from one client address (default 256); more are closed at once",
+    )
+
+
+def _boolean(flag: str, text: str | None) -> bool:
+    if text == "true":
+        return True
+    if text == "false":
+        return False
+    raise SettingsError(f"{flag}={text!r}: true or false")
 
 
 def _positive_int(flag: str, text: str | None) -> int:
@@ -340,4 +391,10 @@ def activator_settings(args: argparse.Namespace) -> ActivatorSettings:
         drain_timeout=_positive_float("--drain-timeout", args.drain_timeout),
         log_format=_log_format(args.log_format),
         identity=args.identity or default_identity(),
+        cross_namespace_hosts=_boolean("--allow-cross-namespace-hosts", args.allow_cross_namespace_hosts),
+        header_timeout=_positive_float("--header-timeout", args.header_timeout),
+        body_idle_timeout=_positive_float("--body-idle-timeout", args.body_idle_timeout),
+        max_connections_per_client=_positive_int(
+            "--max-connections-per-client", args.max_connections_per_client
+        ),
     )

@@ -42,7 +42,7 @@ import aiohttp
 from kubernetes_asyncio import client as kube_client
 from kubernetes_asyncio import config as kube_config
 
-from autoscaler.observability.log_events import ControlLog
+from autoscaler.observability.log_events import ActivatorLog, ControlLog
 from devstack import stack as devstack_stack
 from devstack.config import REPO_ROOT
 from devstack.config import layout as devstack_layout
@@ -101,6 +101,7 @@ async def worker_stack(
     annotations: Mapping[str, str],
     worker_args: Sequence[str] = (),
     controller_args: Sequence[str] = (),
+    probe_period: int = 1,
 ) -> AsyncIterator[WorkerStack]:
     """A fresh namespace with the HTTP worker Deployment (``annotations`` without the prefix) and its
     Service, the controller and the activator; all stopped and deleted afterwards."""
@@ -123,6 +124,7 @@ async def worker_stack(
                 ["--port", str(WORKER_PORT), *worker_args],
                 readiness_port=WORKER_PORT,
             )
+            container["readinessProbe"]["periodSeconds"] = probe_period
             notes = {
                 PREFIX + "http-service": WORKER,
                 PREFIX + "http-port": str(WORKER_PORT),
@@ -151,7 +153,8 @@ async def worker_stack(
             async def routed() -> bool:
                 act.assert_alive()
                 return any(
-                    e.get("event") == "route updated" and e.get("namespace") == namespace for e in act.logs()
+                    e.get("event") == ActivatorLog.ROUTE_UPDATED and e.get("namespace") == namespace
+                    for e in act.logs()
                 )
 
             await eventually(routed, bool, timeout=30, what="the activator to route the worker")

@@ -22,6 +22,11 @@ The "KEDA" column is a model, not a measurement: KEDA's Kafka scaler, per its de
 OffsetFetch and one ListOffsets per ScaledObject per evaluation (plus metadata), i.e. >= 2 requests per group.
 
     python -m bench.kafka_requests [--bootstrap 127.0.0.1:19092] [--groups 1,10,100,1000] [--reads 20]
+
+With ``--connections FILE --connection NAME`` the reader reads over that named connection (e.g. SASL_SSL
+on the devstack broker) while the set-up still uses ``--bootstrap``; the traffic is encrypted, so the proxy
+and the packet capture cannot parse it and only our counter and the metric count (results in
+``kafka_requests_<name>.json/.md``).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import socket
 import statistics
 import struct
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -49,6 +55,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
+from autoscaler import connections
 from autoscaler.observability import logging as obs_logging
 from autoscaler.sources.kafka import offsets
 
@@ -406,7 +413,7 @@ def _per_read(after: Counter[str], before: Counter[str], reads: int) -> dict[str
 async def measure(
     *,
     proxy: CountingProxy,
-    proxy_address: str,
+    proxy_address: str | connections.KafkaConnection,
     capture: LoopbackCapture | None,
     queries: Sequence[offsets.GroupQuery],
     reads: int,
@@ -455,7 +462,7 @@ async def measure(
             captured(),
             _mine(proxy.counts, client_id),
         )
-        connections = len(getattr(reader._client, "_conns", {}))
+        connections = len(getattr(reader._link.client, "_conns", {}))
         partitions = len({(p.topic, p.partition) for r in result.values() if isinstance(r, tuple) for p in r})
     return Row(
         groups=len(queries),
@@ -486,6 +493,9 @@ def markdown(report: dict[str, Any], rows: Sequence[Row]) -> str:
         "# Kafka requests per controller tick",
         "",
         f"Measured {report['measured_at']} against Kafka at `{report['bootstrap']}` "
+        f"over {report['security_protocol']}"
+        + (f" ({report['sasl_mechanism']})" if report.get("sasl_mechanism") else "")
+        + " "
         f"({report['topics']} topics × {report['partitions_per_topic']} partitions; group i has committed "
         f"offsets on topic i mod {report['topics']}). Command: `{report['command']}`.",
         "",
@@ -498,7 +508,9 @@ def markdown(report: dict[str, Any], rows: Sequence[Row]) -> str:
     ]
     for row in rows:
         ours = f"{row.ours_total:g} ({_fmt(row.ours_per_read)})"
-        captured = f"{row.capture_total:g} ({_fmt(row.capture_per_read)})"
+        captured = (
+            f"{row.capture_total:g} ({_fmt(row.capture_per_read)})" if capture["enabled"] else "not counted"
+        )
         lines.append(
             f"| {row.groups:,} | {row.topics} | {row.partitions} | {ours} | {captured} "
             f"| {row.keda_model:,} | {row.read_ms_p50} |"
@@ -553,6 +565,21 @@ def markdown(report: dict[str, Any], rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+def devstack_sasl_ssl(scratch: Path) -> connections.KafkaConnection:
+    """The devstack broker's SASL_SSL listener as its SCRAM-SHA-512 user (password file in ``scratch``)."""
+    from devstack import certs
+    from devstack.config import KAFKA_USERS, layout
+
+    stack = layout()
+    user = next(u for u in KAFKA_USERS if u.mechanism == "SCRAM-SHA-512")
+    password = scratch / ".devstack-scram-password"
+    scratch.mkdir(parents=True, exist_ok=True)
+    password.write_text(user.password)
+    sasl = {"mechanism": user.mechanism, "username": user.name, "password-file": str(password)}
+    document = {"bootstrap": stack.kafka_sasl_ssl_bootstrap, "tls": {"ca-file": str(certs.ensure(stack).ca)}}
+    return connections.KafkaConnection.model_validate({"name": "sasl-ssl", **document, "sasl": sasl})
+
+
 async def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Row]]:
     counts = sorted({int(x) for x in args.groups.split(",")})
     run_id = uuid.uuid4().hex[:8]
@@ -561,7 +588,14 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Row]]:
     port = int(args.bootstrap.rsplit(":", 1)[1])
     capture: LoopbackCapture | None = None
     capture_reason = ""
-    if args.capture:
+    secured = (
+        connections.load(args.connections).kafka_connection(args.connection) if args.connections else None
+    )
+    if args.devstack_sasl_ssl:
+        secured = devstack_sasl_ssl(Path(tempfile.mkdtemp(prefix="bench-kafka-requests-")))
+    if secured is not None:
+        capture_reason = f"the reader talks {secured.security_protocol}: encrypted, nothing to parse"
+    elif args.capture:
         try:
             capture = LoopbackCapture(port)
             capture.start()
@@ -586,7 +620,7 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Row]]:
             queries = [offsets.GroupQuery(g, (topics[i % len(topics)],)) for i, g in enumerate(groups[:n])]
             row = await measure(
                 proxy=proxy,
-                proxy_address=proxy_address,
+                proxy_address=secured if secured is not None else proxy_address,
                 capture=capture,
                 queries=queries,
                 reads=args.reads,
@@ -611,7 +645,9 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Row]]:
     report: dict[str, Any] = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python -m bench.kafka_requests", *sys.argv[1:]]),
-        "bootstrap": args.bootstrap,
+        "bootstrap": args.bootstrap if secured is None else secured.bootstrap_servers,
+        "security_protocol": "PLAINTEXT" if secured is None else secured.security_protocol,
+        "sasl_mechanism": None if secured is None or secured.sasl is None else secured.sasl.mechanism,
         "topics": args.topics,
         "partitions_per_topic": args.partitions,
         "reads": args.reads,
@@ -683,6 +719,13 @@ def parser() -> argparse.ArgumentParser:
         help="count requests with a packet capture on lo too (needs root; default on)",
     )
     p.add_argument("--keep", action="store_true", help="keep the topics (and so the groups' offsets)")
+    p.add_argument("--connections", default=None, help="connections file: read over a named connection")
+    p.add_argument("--connection", default="default", help="the connection of --connections to read over")
+    p.add_argument(
+        "--devstack-sasl-ssl",
+        action="store_true",
+        help="read over the devstack broker's SASL_SSL listener (SCRAM-SHA-512 user, devstack CA)",
+    )
     p.add_argument("--out", default=str(RESULTS), help="results directory (default bench/results)")
     return p
 
@@ -693,9 +736,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     report, rows = asyncio.run(run(args))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "kafka_requests.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "kafka_requests.md").write_text(markdown(report, rows))
-    print(f"wrote {out / 'kafka_requests.json'} and {out / 'kafka_requests.md'}", file=sys.stderr)
+    stem = "kafka_requests"
+    if args.devstack_sasl_ssl:
+        stem += "_sasl_ssl"
+    elif args.connections:
+        stem += f"_{args.connection}"
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(markdown(report, rows))
+    print(f"wrote {out / (stem + '.json')} and {out / (stem + '.md')}", file=sys.stderr)
     return 0
 
 

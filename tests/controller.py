@@ -154,6 +154,8 @@ def controller(
         *extra,
     )
     full_env = {**os.environ, **(env or {})}
+    if not full_env.get("QUEUE_AUTOSCALER_REPORT_TOKEN") and "--report-token-file" not in extra:
+        argv.append("--report-insecure")  # a local test controller: no activator to authenticate
     return Process(argv, log_path, full_env)
 
 

@@ -102,6 +102,20 @@ class Buffer:
         window, self._window = self._window, {}
         return window
 
+    def withdraw(self, target: TargetKey) -> None:
+        """A held request of ``target`` that stalled (answered 408) is no activity: its start leaves the
+        window, and the window's peak is capped at what the target holds without it."""
+        entry = self._window.get(target)
+        if entry is None:
+            return
+        gate = self._gates.get(target)
+        others = gate.in_flight + gate.queued - 1 if gate is not None else 0
+        started, peak = max(entry[0] - 1, 0), min(entry[1], max(others, 0))
+        if started or peak:
+            self._window[target] = (started, peak)
+        else:
+            del self._window[target]
+
     def queued(self, target: TargetKey) -> int:
         gate = self._gates.get(target)
         return gate.queued if gate is not None else 0

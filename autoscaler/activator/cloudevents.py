@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import binascii
 import json
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -93,6 +94,9 @@ def check_structured(
         return Rejection(400, f"batch mode not supported: send one event per request, not {BATCH}")
     if kind != STRUCTURED:
         return Rejection(400, f"structured mode format {kind!r} not supported: only {STRUCTURED}")
+    duplicated = _duplicate_attributes(body)
+    if duplicated is not None:
+        return duplicated
     try:
         event = ce_http.from_structured(ce_http.HTTPMessage(headers={}, body=body), _FORMAT, _strict_v1)
     except CloudEventValidationError as exc:
@@ -102,6 +106,38 @@ def check_structured(
     except (ValueError, TypeError, AttributeError, OverflowError) as exc:
         return Rejection(400, "not a valid CloudEvent: " + _diagnose_structured(body, exc))
     return _check_type(event, accepted)
+
+
+class _Members(dict[str, Any]):
+    """A JSON object, remembering the names it had more than once."""
+
+    repeated: tuple[str, ...] = ()
+
+
+def _members(pairs: list[tuple[str, Any]]) -> _Members:
+    found = _Members(pairs)
+    if len(found) != len(pairs):
+        counts = Counter(name for name, _ in pairs)
+        found.repeated = tuple(sorted(name for name, count in counts.items() if count > 1))
+    return found
+
+
+def _duplicate_attributes(body: bytes) -> Rejection | None:
+    """Refuses a body whose top-level object names an attribute twice (which one would count is up to the
+    parser: a type filter must never see a different type than the subscriber), and JSON nested deeper
+    than the parser takes. Other JSON problems are left to the SDK's diagnosis."""
+    try:
+        doc = json.loads(body, object_pairs_hook=_members)
+    except RecursionError:
+        return Rejection(400, "not a valid CloudEvent: structured-mode body is nested too deeply to parse")
+    except (ValueError, TypeError):
+        return None
+    if isinstance(doc, _Members) and doc.repeated:
+        return Rejection(
+            400,
+            "not a valid CloudEvent: attributes given more than once: " + ", ".join(map(repr, doc.repeated)),
+        )
+    return None
 
 
 def _strict_v1(attributes: dict[str, Any], data: dict[str, Any] | str | bytes | None) -> BaseCloudEvent:

@@ -6,6 +6,7 @@ Only the given endpoint address is ever connected to: the request target is used
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,6 +30,10 @@ class BodyTooLarge(errors.ActivatorError):
     """The request body is larger than the activator accepts."""
 
 
+class BodyStalled(errors.ActivatorError):
+    """The client stopped sending its request body for longer than the body idle timeout."""
+
+
 class ConnectFailed(errors.UpstreamError):
     """No connection to the endpoint could be made; nothing of the request was sent."""
 
@@ -49,6 +54,8 @@ class Limits:
     max_response_body: int = 100 * 1024 * 1024
     connect_timeout: float = 5.0
     read_timeout: float = 300.0
+    # Longest pause between two chunks of a request body before the request is answered 408.
+    body_idle_timeout: float = 30.0
 
 
 def end_to_end(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
@@ -95,11 +102,24 @@ def upstream_url(address: endpoints.Address, target: str) -> URL:
     return URL.build(scheme="http", authority=authority, path=path, query_string=query, encoded=True)
 
 
-async def read_body(request: web.BaseRequest, *, limit: int) -> bytes:
-    """The whole request body; BodyTooLarge past ``limit`` bytes."""
+async def body_chunks(request: web.BaseRequest, *, idle_timeout: float) -> AsyncIterator[bytes]:
+    """The request body as it arrives; BodyStalled when no byte comes for ``idle_timeout`` seconds."""
+    while True:
+        try:
+            async with asyncio.timeout(idle_timeout):
+                chunk = await request.content.read(_CHUNK)
+        except TimeoutError:
+            raise BodyStalled(f"request body paused for more than {idle_timeout:g}s") from None
+        if not chunk:
+            return
+        yield chunk
+
+
+async def read_body(request: web.BaseRequest, *, limit: int, idle_timeout: float) -> bytes:
+    """The whole request body; BodyTooLarge past ``limit`` bytes, BodyStalled on a pause."""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(_CHUNK):
+    async for chunk in body_chunks(request, idle_timeout=idle_timeout):
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge(f"request body exceeds {limit} bytes")
@@ -110,14 +130,24 @@ async def read_body(request: web.BaseRequest, *, limit: int) -> bytes:
 class _StreamedBody:
     """Streams the request body to the endpoint, counting bytes, refusing to go past the limit."""
 
-    def __init__(self, request: web.BaseRequest, limit: int) -> None:
+    def __init__(self, request: web.BaseRequest, limit: int, idle_timeout: float) -> None:
         self._request = request
         self._limit = limit
+        self._idle_timeout = idle_timeout
         self.sent = 0
         self.too_large = False
+        self.stalled: BodyStalled | None = None
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        async for chunk in self._request.content.iter_chunked(_CHUNK):
+        try:
+            async for chunk in self._chunks():
+                yield chunk
+        except BodyStalled as stalled:
+            self.stalled = stalled
+            raise
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        async for chunk in body_chunks(self._request, idle_timeout=self._idle_timeout):
             self.sent += len(chunk)
             if self.sent > self._limit:
                 self.too_large = True
@@ -178,14 +208,14 @@ class Forwarder:
 
         ``body`` is the already-read body, or None to stream it from the client. The caller must
         ``release()`` the response. Raises ConnectFailed (nothing sent: safe to retry), UpstreamTimeout,
-        BodyTooLarge, or UpstreamError.
+        BodyTooLarge, BodyStalled (the client paused its body too long), or UpstreamError.
         """
         streamed: _StreamedBody | None = None
         data: bytes | io.BytesIO | AsyncIterator[bytes] | None = body
         if body is not None and len(body) > _INLINE_BODY:
             data = io.BytesIO(body)
         elif body is None and request.body_exists:
-            streamed = _StreamedBody(request, self._limits.max_request_body)
+            streamed = _StreamedBody(request, self._limits.max_request_body, self._limits.body_idle_timeout)
             data = streamed.chunks()
         try:
             return await self._client().request(
@@ -196,13 +226,19 @@ class Forwarder:
                 allow_redirects=False,
                 compress=False,
             )
+        except BodyStalled:
+            raise
         except aiohttp.ConnectionTimeoutError as exc:
             raise UpstreamTimeout(f"{address} did not accept a connection in time") from exc
         except aiohttp.ClientConnectorError as exc:
             raise ConnectFailed(f"cannot connect to {address}: {exc.os_error}") from exc
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            if streamed is not None and streamed.stalled is not None:
+                raise streamed.stalled from exc
             raise UpstreamTimeout(f"{address} did not answer in time") from exc
         except aiohttp.ClientError as exc:
+            if streamed is not None and streamed.stalled is not None:
+                raise streamed.stalled from exc
             if streamed is not None and streamed.too_large:
                 raise BodyTooLarge(f"request body exceeds {self._limits.max_request_body} bytes") from exc
             raise errors.UpstreamError(f"{address} failed: {exc}") from exc

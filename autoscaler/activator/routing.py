@@ -1,41 +1,23 @@
-"""Host -> target routes: a Deployment's HTTP annotations parsed into a frozen Route, looked up by Host."""
+"""Host -> target routes: a Deployment's ScalingPolicy as a frozen Route, looked up by Host.
+
+The annotations are parsed by ``policy.annotations`` alone; the hosts each target may be reached by are
+decided by ``policy.hosts`` over all routed targets.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
-from autoscaler import errors
-from autoscaler.model import PREFIX as PREFIX
+from autoscaler.errors import AnnotationProblem
 from autoscaler.model import TargetKey
+from autoscaler.policy import hosts
+from autoscaler.policy.annotations import ScalingPolicy
 
-HTTP_SERVICE = PREFIX + "http-service"
-HTTP_PORT = PREFIX + "http-port"
-HTTP_HOST = PREFIX + "http-host"
-CONCURRENCY_PER_REPLICA = PREFIX + "concurrency-per-replica"
-MAX_PENDING = PREFIX + "max-pending"
-ACTIVATION_TIMEOUT = PREFIX + "activation-timeout"
-CLOUDEVENTS = PREFIX + "cloudevents"
-CLOUDEVENTS_TYPES = PREFIX + "cloudevents-types"
+CLUSTER_DOMAIN = hosts.CLUSTER_DOMAIN
 
-DEFAULT_CONCURRENCY_PER_REPLICA = 10
-DEFAULT_MAX_REPLICAS = 100
-DEFAULT_MAX_PENDING = 1000
-DEFAULT_ACTIVATION_TIMEOUT = 60.0
-CLUSTER_DOMAIN = "cluster.local"
-
-_MAX_PENDING_LIMIT = 1_000_000
-_MAX_CONCURRENCY_PER_REPLICA = 1_000_000
-_MAX_ACTIVATION_TIMEOUT = 3600.0
-
-_DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
-_HOSTNAME_RE = re.compile(rf"^{_DNS_LABEL}(\.{_DNS_LABEL})*$")
-_SERVICE_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
-_PORT_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$")
-_INT_RE = re.compile(r"^[0-9]{1,9}$")
-_DURATION_RE = re.compile(r"^([0-9]{1,9})(ms|s|m|h)$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _HOST_PORT_RE = re.compile(r"^[0-9]{0,5}$")
 
 
@@ -52,24 +34,42 @@ class CloudEventsFilter:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """Where the activator sends requests for one Deployment, and how long and how many it may hold."""
+    """Where the activator sends requests for one Deployment, and how long and how many it may hold.
+
+    ``port`` is ``http-port``: a port the pods listen on, a Service port name, or None for the Service's
+    only port. ``host`` is the ``http-host`` claim, routed only when ``policy.hosts`` grants it; ``created``
+    (the Deployment's creationTimestamp) decides which of two claims is the earlier one.
+    """
 
     target: TargetKey
     service: str
-    port: int | str
-    hosts: frozenset[str]
+    port: int | str | None = None
+    host: str | None = None
+    created: datetime | None = None
     cloudevents: CloudEventsFilter = CloudEventsFilter()
-    max_pending: int = DEFAULT_MAX_PENDING
-    activation_timeout: float = DEFAULT_ACTIVATION_TIMEOUT
-    concurrency_per_replica: int = DEFAULT_CONCURRENCY_PER_REPLICA
-    # The controller validates max-replicas; here it only bounds how many endpoints a wake-up waits for.
-    max_replicas: int = DEFAULT_MAX_REPLICAS
+    max_pending: int = 1000
+    activation_timeout: float = 60.0
+    concurrency_per_replica: int = 10
+    # Bounds how many endpoints a wake-up waits for.
+    max_replicas: int = 100
 
 
-def default_hosts(target: TargetKey, *, cluster_domain: str = CLUSTER_DOMAIN) -> frozenset[str]:
-    """``<deployment>.<namespace>``, with ``.svc`` and ``.svc.<cluster domain>``."""
-    base = f"{target.name}.{target.namespace}".lower()
-    return frozenset({base, f"{base}.svc", f"{base}.svc.{cluster_domain.lower().strip('.')}"})
+def route_for(target: TargetKey, policy: ScalingPolicy, *, created: datetime | None = None) -> Route | None:
+    """The route of a target from its policy, or None when the policy has no ``http-service``."""
+    if policy.http_service is None:
+        return None
+    return Route(
+        target=target,
+        service=policy.http_service,
+        port=policy.http_port,
+        host=policy.http_host,
+        created=created,
+        cloudevents=CloudEventsFilter(enabled=policy.cloudevents, types=policy.cloudevents_types),
+        max_pending=policy.max_pending,
+        activation_timeout=policy.activation_timeout.total_seconds(),
+        concurrency_per_replica=policy.concurrency_per_replica,
+        max_replicas=policy.max_replicas,
+    )
 
 
 def normalize_host(value: str | None) -> str | None:
@@ -89,102 +89,18 @@ def normalize_host(value: str | None) -> str | None:
     return host or None
 
 
-def parse_route(
-    *, namespace: str, name: str, annotations: Mapping[str, str], cluster_domain: str = CLUSTER_DOMAIN
-) -> Route | None:
-    """The route of a Deployment, or None when it has no ``http-service`` annotation.
-
-    Raises PolicyError listing every bad HTTP annotation at once.
-    """
-    if HTTP_SERVICE not in annotations:
-        return None
-    problems: list[errors.AnnotationProblem] = []
-
-    def problem(key: str, allowed: str) -> None:
-        problems.append(errors.AnnotationProblem(key=key, value=annotations.get(key), allowed=allowed))
-
-    service = annotations[HTTP_SERVICE].strip()
-    if not _SERVICE_RE.match(service):
-        problem(
-            HTTP_SERVICE, "a Service name: lowercase letters, digits and '-', starting with a letter, <= 63"
-        )
-
-    port = _parse_port(annotations.get(HTTP_PORT))
-    if port is None:
-        problem(HTTP_PORT, "required with http-service: a port number 1-65535 or a port name (<= 15 chars)")
-
-    target = TargetKey(namespace, name)
-    hosts = set(default_hosts(target, cluster_domain=cluster_domain))
-    if HTTP_HOST in annotations:
-        extra = _parse_list(annotations[HTTP_HOST])
-        if extra is None or not all(_is_hostname(h) for h in extra):
-            problem(HTTP_HOST, "comma list of DNS host names without port, e.g. 'orders.example.com'")
-        else:
-            hosts.update(h.lower().rstrip(".") for h in extra)
-
-    concurrency = _parse_int(annotations, CONCURRENCY_PER_REPLICA, DEFAULT_CONCURRENCY_PER_REPLICA)
-    if concurrency is None or not 1 <= concurrency <= _MAX_CONCURRENCY_PER_REPLICA:
-        problem(CONCURRENCY_PER_REPLICA, f"integer 1-{_MAX_CONCURRENCY_PER_REPLICA}")
-    max_pending = _parse_int(annotations, MAX_PENDING, DEFAULT_MAX_PENDING)
-    if max_pending is None or max_pending > _MAX_PENDING_LIMIT:
-        problem(MAX_PENDING, f"integer 0-{_MAX_PENDING_LIMIT}")
-
-    timeout = _parse_duration(annotations.get(ACTIVATION_TIMEOUT), DEFAULT_ACTIVATION_TIMEOUT)
-    if timeout is None or not 0 < timeout <= _MAX_ACTIVATION_TIMEOUT:
-        problem(ACTIVATION_TIMEOUT, "duration > 0 and <= 1h, e.g. '500ms', '30s', '5m', '1h'")
-
-    enabled = _parse_bool(annotations.get(CLOUDEVENTS), default=False)
-    if enabled is None:
-        problem(CLOUDEVENTS, "'true' or 'false'")
-    types: frozenset[str] | None = None
-    if CLOUDEVENTS_TYPES in annotations:
-        listed = _parse_list(annotations[CLOUDEVENTS_TYPES])
-        if listed is None:
-            problem(CLOUDEVENTS_TYPES, "non-empty comma list of CloudEvents type values without empty items")
-        elif enabled is False:
-            problem(CLOUDEVENTS_TYPES, f"needs {CLOUDEVENTS}: 'true'")
-        else:
-            types = frozenset(listed)
-
-    if (
-        problems
-        or port is None
-        or concurrency is None
-        or max_pending is None
-        or timeout is None
-        or enabled is None
-    ):
-        raise errors.PolicyError(tuple(problems))
-    return Route(
-        target=target,
-        service=service,
-        port=port,
-        hosts=frozenset(hosts),
-        cloudevents=CloudEventsFilter(enabled=enabled, types=types),
-        max_pending=max_pending,
-        activation_timeout=timeout,
-        concurrency_per_replica=concurrency,
-        max_replicas=_lenient_max_replicas(annotations.get(PREFIX + "max-replicas")),
-    )
-
-
-def _lenient_max_replicas(value: str | None) -> int:
-    """max-replicas as the controller will apply it; an invalid value (the controller reports it) counts
-    as the default."""
-    text = (value or "").strip()
-    return int(text) if text.isdigit() else DEFAULT_MAX_REPLICAS
-
-
 class RouteTable:
-    """The routes known to this activator, by target and by host name.
+    """The routes known to this activator, by target, and their hosts as ``policy.hosts`` decides them.
 
-    A host claimed by several targets (an ``http-host`` equal to another Deployment's name) goes to the
-    smallest TargetKey, so every activator replica picks the same one.
+    Ownership is recomputed over every route after a change (lazily, at the next lookup), so every activator
+    replica seeing the same Deployments routes every host to the same target.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, cluster_domain: str = CLUSTER_DOMAIN, cross_namespace: bool = False) -> None:
         self._routes: dict[TargetKey, Route] = {}
-        self._hosts: dict[str, set[TargetKey]] = {}
+        self._cluster_domain = cluster_domain
+        self._cross_namespace = cross_namespace
+        self._ownership: hosts.Ownership | None = None
 
     def __len__(self) -> int:
         return len(self._routes)
@@ -200,76 +116,39 @@ class RouteTable:
 
     def put(self, route: Route) -> Route | None:
         """Adds or replaces the route of ``route.target``; returns the route it replaced."""
-        old = self.remove(route.target)
+        old = self._routes.get(route.target)
         self._routes[route.target] = route
-        for host in route.hosts:
-            self._hosts.setdefault(host, set()).add(route.target)
+        if old is None or (old.host, old.created) != (route.host, route.created):
+            self._ownership = None
         return old
 
     def remove(self, target: TargetKey) -> Route | None:
         old = self._routes.pop(target, None)
         if old is not None:
-            for host in old.hosts:
-                claimants = self._hosts.get(host)
-                if claimants is not None:
-                    claimants.discard(target)
-                    if not claimants:
-                        del self._hosts[host]
+            self._ownership = None
         return old
+
+    def ownership(self) -> hosts.Ownership:
+        if self._ownership is None:
+            self._ownership = hosts.resolve(
+                (hosts.Claimant(r.target, r.created, r.host) for r in self._routes.values()),
+                cluster_domain=self._cluster_domain,
+                cross_namespace=self._cross_namespace,
+            )
+        return self._ownership
+
+    def refused(self) -> Mapping[TargetKey, AnnotationProblem]:
+        """The refused ``http-host`` claims, by claimant."""
+        return self.ownership().refused
+
+    def hosts_of(self, target: TargetKey) -> frozenset[str]:
+        """Every host routed to ``target``."""
+        return frozenset(host for host, owner in self.ownership().owners.items() if owner == target)
 
     def lookup(self, host_header: str | None) -> Route | None:
         """The route for a Host header value (any case, with or without port), or None."""
         host = normalize_host(host_header)
         if host is None:
             return None
-        claimants = self._hosts.get(host)
-        if not claimants:
-            return None
-        return self._routes[min(claimants)]
-
-
-def _parse_port(value: str | None) -> int | str | None:
-    if value is None:
-        return None
-    text = value.strip()
-    if _INT_RE.match(text):
-        number = int(text)
-        return number if 1 <= number <= 65535 else None
-    if _PORT_NAME_RE.match(text) and "--" not in text and any(c.isalpha() for c in text):
-        return text
-    return None
-
-
-def _parse_int(annotations: Mapping[str, str], key: str, default: int) -> int | None:
-    value = annotations.get(key)
-    if value is None:
-        return default
-    text = value.strip()
-    return int(text) if _INT_RE.match(text) else None
-
-
-def _parse_duration(value: str | None, default: float) -> float | None:
-    if value is None:
-        return default
-    match = _DURATION_RE.match(value.strip())
-    if match is None:
-        return None
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-
-
-def _parse_bool(value: str | None, *, default: bool) -> bool | None:
-    if value is None:
-        return default
-    return {"true": True, "false": False}.get(value.strip())
-
-
-def _parse_list(value: str) -> list[str] | None:
-    items = [item.strip() for item in value.split(",")]
-    if not items or any(not item for item in items):
-        return None
-    return items
-
-
-def _is_hostname(value: str) -> bool:
-    host = value.lower().rstrip(".")
-    return len(host) <= 253 and bool(_HOSTNAME_RE.match(host))
+        owner = self.ownership().owners.get(host)
+        return None if owner is None else self._routes.get(owner)

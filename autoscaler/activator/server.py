@@ -5,31 +5,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from datetime import datetime
+from typing import Any
 
 import aiohttp
-import prometheus_client
 import structlog
 from aiohttp import hdrs, web
 from prometheus_client import CollectorRegistry
 
 from autoscaler import errors
-from autoscaler.activator import buffer, cloudevents, endpoints, proxy, reporter, routing
+from autoscaler.activator import buffer, cloudevents, endpoints, guard, probing, proxy, reporter, routing
 from autoscaler.activator import metrics as activator_metrics
 from autoscaler.model import TargetConcurrency, TargetKey
+from autoscaler.observability.log_events import ActivatorLog
+from autoscaler.policy import annotations as policy_annotations
 
 log = structlog.get_logger(__name__)
 
-RUNNER_OPTIONS: Final[Mapping[str, Any]] = {
-    # Request bodies are forwarded as received, compressed or not.
-    "auto_decompress": False,
-    # A client that goes away stops holding its place in the queue.
-    "handler_cancellation": True,
-}
 RETRY_AFTER_SECONDS = 1
 
 
@@ -54,26 +49,31 @@ class Activator:
         registry: CollectorRegistry,
         max_in_flight: int = 10_000,
         limits: proxy.Limits | None = None,
+        connection_limits: guard.ConnectionLimits | None = None,
         retry_backoff: float = 0.1,
         retry_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         cluster_domain: str = routing.CLUSTER_DOMAIN,
+        cross_namespace_hosts: bool = False,
         poker: reporter.Poker | None = None,
         session: aiohttp.ClientSession | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = registry
         self.metrics = activator_metrics.ActivatorMetrics(registry)
-        self.routes = routing.RouteTable()
+        self.routes = routing.RouteTable(cluster_domain=cluster_domain, cross_namespace=cross_namespace_hosts)
+        self._refused: Mapping[TargetKey, errors.AnnotationProblem] = {}
         self.endpoints = endpoints.Endpoints()
         self.buffer = buffer.Buffer(
             endpoints=self.endpoints, max_in_flight=max_in_flight, clock=clock, on_change=self._held_changed
         )
         self.poker = poker
+        # Set by the EndpointSlice feed when it probes starting pods; woken by every queued request.
+        self.prober: probing.Prober | None = None
         self._limits = limits = limits or proxy.Limits()
+        self.connection_limits = connection_limits or guard.ConnectionLimits()
         self._forwarder = proxy.Forwarder(limits=limits, session=session)
         self._retry_backoff = retry_backoff
         self._retry_sleep = retry_sleep
-        self._cluster_domain = cluster_domain
         self._clock = clock
         self._draining = False
 
@@ -84,17 +84,25 @@ class Activator:
     # -- what the route source calls -------------------------------------------------------------
 
     def apply_deployment(
-        self, *, namespace: str, name: str, annotations: Mapping[str, str]
+        self,
+        *,
+        namespace: str,
+        name: str,
+        annotations: Mapping[str, str],
+        created: datetime | None = None,
     ) -> routing.Route | None:
-        """Routes a Deployment from its annotations; without ``http-service`` its route is removed.
+        """Routes a Deployment from its annotations (parsed by ``policy.annotations``, the contract's only
+        parser); without ``http-service`` its route is removed. ``created`` is its creationTimestamp, which
+        decides between two ``http-host`` claims of one host.
 
-        Raises PolicyError (every bad key at once) and leaves the current route, if any, as it was.
+        Raises PolicyError (every bad key at once) and leaves the current route, if any, as it was: the
+        controller leaves the target untouched too.
         """
-        route = routing.parse_route(
-            namespace=namespace, name=name, annotations=annotations, cluster_domain=self._cluster_domain
-        )
+        target = TargetKey(namespace, name)
+        policy = policy_annotations.parse(annotations)
+        route = None if policy is None else routing.route_for(target, policy, created=created)
         if route is None:
-            self.remove_target(TargetKey(namespace, name))
+            self.remove_target(target)
         else:
             self.put_route(route)
         return route
@@ -104,12 +112,25 @@ class Activator:
         self.metrics.track(route.target)
         if old != route:
             _bound(route.target).info(
-                "route updated",
-                hosts=sorted(route.hosts),
+                ActivatorLog.ROUTE_UPDATED,
+                hosts=sorted(self.routes.hosts_of(route.target)),
                 service=route.service,
                 port=route.port,
                 cloudevents=route.cloudevents.enabled,
             )
+        self._log_claims()
+
+    def _log_claims(self) -> None:
+        """Logs each ``http-host`` claim that became refused or granted since the last change."""
+        refused = self.routes.refused()
+        for target, problem in refused.items():
+            if self._refused.get(target) != problem:
+                _bound(target).warning(ActivatorLog.HOST_REFUSED, problem=str(problem))
+        for target in self._refused.keys() - refused.keys():
+            route = self.routes.get(target)
+            if route is not None and route.host is not None:
+                _bound(target).info(ActivatorLog.HOST_GRANTED, host=route.host)
+        self._refused = refused
 
     def remove_target(self, target: TargetKey) -> None:
         """Stops routing a Deployment: its queued requests get 503 now, its metric series go away.
@@ -120,7 +141,8 @@ class Activator:
         self.buffer.close(target, f"{target} is no longer routed by this activator")
         self.metrics.forget(target)
         if old is not None:
-            _bound(target).info("route removed")
+            _bound(target).info(ActivatorLog.ROUTE_REMOVED)
+            self._log_claims()
 
     # -- what the reporter reads -----------------------------------------------------------------
 
@@ -144,12 +166,20 @@ class Activator:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Answers one request exactly once: forwarded to a ready endpoint, or refused with a reason."""
+        try:
+            return await self._handle(request)
+        except Exception:
+            # A defect: still one counted answer, and the traceback to find it.
+            log.exception(ActivatorLog.REQUEST_FAILED)
+            return self.reply(None, 500, "internal error in the activator", close=True)
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         if self._draining:
-            return self._reply(None, 503, "the activator is shutting down", retry_after=True, close=True)
+            return self.reply(None, 503, "the activator is shutting down", retry_after=True, close=True)
         host = request.headers.get(hdrs.HOST)
         route = self.routes.lookup(host)
         if route is None:
-            return self._reply(
+            return self.reply(
                 None,
                 404,
                 f"no Deployment is routed for Host {host!r}: the activator routes <deployment>.<namespace> "
@@ -159,13 +189,13 @@ class Activator:
         target = route.target
         length = request.content_length
         if length is not None and length > self._limits.max_request_body:
-            return self._reply(target, 413, self._too_large(), close=True)
+            return self.reply(target, 413, self._too_large(), close=True)
         try:
             with self.buffer.hold(target) as ticket:
                 return await self._held(request, route, ticket)
         except buffer.Overloaded as exc:
-            _bound(target).warning("request refused: activator at its in-flight bound", error=str(exc))
-            return self._reply(target, 503, f"the activator is overloaded: {exc}", retry_after=True)
+            _bound(target).warning(ActivatorLog.IN_FLIGHT_EXCEEDED, error=str(exc))
+            return self.reply(target, 503, f"the activator is overloaded: {exc}", retry_after=True)
 
     async def _held(
         self, request: web.BaseRequest, route: routing.Route, ticket: buffer.Ticket
@@ -175,29 +205,30 @@ class Activator:
         if route.cloudevents.enabled:
             if cloudevents.is_structured(request.headers):
                 try:
-                    async with asyncio.timeout(self._limits.read_timeout):
-                        body = await proxy.read_body(request, limit=self._limits.max_request_body)
+                    body = await proxy.read_body(
+                        request,
+                        limit=self._limits.max_request_body,
+                        idle_timeout=self._limits.body_idle_timeout,
+                    )
                 except proxy.BodyTooLarge:
-                    return self._reply(target, 413, self._too_large(), close=True)
-                except TimeoutError:
-                    return self._reply(target, 408, "request body not received in time", close=True)
+                    return self.reply(target, 413, self._too_large(), close=True)
+                except proxy.BodyStalled as exc:
+                    return self._stalled(target, exc)
                 rejection = cloudevents.check_structured(body, request.headers, route.cloudevents)
             else:
                 rejection = cloudevents.check_binary(request.headers, route.cloudevents)
             if rejection is not None:
-                return self._reply(target, rejection.status, rejection.reason)
+                return self.reply(target, rejection.status, rejection.reason)
         try:
             grant = await self.buffer.lease(ticket, route, on_cold=self._cold_start, on_queued=self._queued)
         except errors.QueueFull as exc:
-            _bound(target).warning("request refused: queue full", max_pending=route.max_pending)
-            return self._reply(target, 503, f"queue full: {exc}", retry_after=True)
+            _bound(target).warning(ActivatorLog.QUEUE_OVERFLOWED, max_pending=route.max_pending)
+            return self.reply(target, 503, f"queue full: {exc}", retry_after=True)
         except errors.ActivationTimeout as exc:
-            _bound(target).warning(
-                "request timed out waiting for an endpoint", timeout=route.activation_timeout
-            )
-            return self._reply(target, 504, f"activation timeout: {exc}")
+            _bound(target).warning(ActivatorLog.ACTIVATION_TIMED_OUT, timeout=route.activation_timeout)
+            return self.reply(target, 504, f"activation timeout: {exc}")
         except buffer.Closed as exc:
-            return self._reply(target, 503, f"request not forwarded: {exc}", retry_after=True)
+            return self.reply(target, 503, f"request not forwarded: {exc}", retry_after=True)
         if grant.waited is not None:
             self.metrics.waited(target, grant.waited)
         return await self._forward(request, route, grant.lease, body)
@@ -214,7 +245,9 @@ class Activator:
             except proxy.UpstreamTimeout as exc:
                 return self._upstream_failed(target, 504, exc)
             except proxy.BodyTooLarge:
-                return self._reply(target, 413, self._too_large(), close=True)
+                return self.reply(target, 413, self._too_large(), close=True)
+            except proxy.BodyStalled as exc:
+                return self._stalled(target, exc)
             except errors.UpstreamError as exc:
                 return self._upstream_failed(target, 502, exc)
             self.metrics.latency(target, self._clock() - started)
@@ -227,7 +260,7 @@ class Activator:
             self.metrics.response(target, relayed.response.status)
             if relayed.cut is not None:
                 _bound(target).warning(
-                    "response cut short", status=relayed.response.status, reason=relayed.cut
+                    ActivatorLog.RESPONSE_CUT, status=relayed.response.status, reason=relayed.cut
                 )
             return relayed.response
         finally:
@@ -243,7 +276,7 @@ class Activator:
             return await self._forwarder.send(request=request, address=lease.address, body=body), lease
         except proxy.ConnectFailed as exc:
             lease.release()
-            _bound(target).info("endpoint refused the connection; retrying once", error=str(exc))
+            _bound(target).info(ActivatorLog.UPSTREAM_RETRIED, error=str(exc))
             await self._retry_sleep(self._retry_backoff)
             retry = self.endpoints.pick(target)
             if retry is None:
@@ -262,7 +295,7 @@ class Activator:
         Requests still queued at the deadline are answered 503 at once; forwarded ones keep going.
         """
         self._draining = True
-        log.info("draining", held=self.buffer.held, timeout=timeout)
+        log.info(ActivatorLog.DRAIN_STARTED, held=self.buffer.held, timeout=timeout)
         try:
             async with asyncio.timeout(timeout):
                 await self.buffer.wait_idle()
@@ -271,13 +304,15 @@ class Activator:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):
                     await self.buffer.wait_unqueued()
-            log.warning("drain timed out", held=self.buffer.held)
+            log.warning(ActivatorLog.DRAIN_TIMED_OUT, held=self.buffer.held)
             return DrainResult(left=self.buffer.held, timed_out=True)
-        log.info("drained")
+        log.info(ActivatorLog.DRAIN_FINISHED)
         return DrainResult(left=0, timed_out=False)
 
     async def close(self) -> None:
-        """Closes the client session to the endpoints."""
+        """Closes the client session to the endpoints and stops probing."""
+        if self.prober is not None:
+            await self.prober.close()
         await self._forwarder.close()
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -285,23 +320,30 @@ class Activator:
     def _cold_start(self, target: TargetKey) -> None:
         # Counted and logged once per wake-up; the poke comes from ``_queued``, as for every queued request.
         self.metrics.cold_start(target)
-        _bound(target).info("cold start: request waits for a first ready endpoint")
+        _bound(target).info(ActivatorLog.COLD_START_BEGAN)
 
     def _queued(self, target: TargetKey) -> None:
         if self.poker is not None:
             self.poker.poke(target)
+        if self.prober is not None:
+            self.prober.wake(target)
 
     def _held_changed(self, target: TargetKey, held: TargetConcurrency) -> None:
         self.metrics.set_held(target, in_flight=held.in_flight, queued=held.queued)
+
+    def _stalled(self, target: TargetKey, exc: proxy.BodyStalled) -> web.Response:
+        _bound(target).info(ActivatorLog.REQUEST_STALLED, stage="body", error=str(exc))
+        self.buffer.withdraw(target)
+        return self.reply(target, 408, f"request not received in time: {exc}", close=True)
 
     def _too_large(self) -> str:
         return f"request body larger than {self._limits.max_request_body} bytes"
 
     def _upstream_failed(self, target: TargetKey, status: int, exc: Exception) -> web.Response:
-        _bound(target).warning("upstream failed", status=status, error=str(exc))
-        return self._reply(target, status, f"upstream failed: {exc}")
+        _bound(target).warning(ActivatorLog.UPSTREAM_FAILED, status=status, error=str(exc))
+        return self.reply(target, status, f"upstream failed: {exc}")
 
-    def _reply(
+    def reply(
         self,
         target: TargetKey | None,
         status: int,
@@ -319,129 +361,27 @@ class Activator:
         return response
 
 
-def build_app(activator: Activator) -> web.Application:
-    """The proxy application: every Host and path goes to ``activator.handle``.
+def build_server(activator: Activator) -> guard.GuardedServer:
+    """The proxy: every Host and origin-form path goes to ``activator.handle``, within the connection
+    bounds of ``activator.connection_limits``. Serve it with ``web.ServerRunner``."""
 
-    Serve it with ``RUNNER_OPTIONS`` (``web.AppRunner(app, **RUNNER_OPTIONS)``).
-    """
-
-    @web.middleware
-    async def origin_form_only(
-        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
+    async def origin_form_only(request: web.BaseRequest) -> web.StreamResponse:
         if request.method == hdrs.METH_CONNECT or not request.raw_path.startswith("/"):
-            activator.metrics.response(None, 400)
-            response = web.Response(
-                status=400,
-                text="the activator is not a forward proxy: CONNECT and absolute-URI request targets "
-                "are refused; send an origin-form target (a path) with a Host header\n",
+            return activator.reply(
+                None,
+                400,
+                "the activator is not a forward proxy: CONNECT and absolute-URI request targets "
+                "are refused; send an origin-form target (a path) with a Host header",
+                close=True,
             )
-            response.force_close()
-            return response
-        return await handler(request)
+        return await activator.handle(request)
 
-    app = web.Application(middlewares=[origin_form_only])
-    app.router.add_route("*", "/{path:.*}", activator.handle)
-    return app
-
-
-def build_admin_app(activator: Activator) -> web.Application:
-    """Metrics and probes, on their own port: ``/metrics``, ``/healthz``, ``/readyz`` (503 when draining)."""
-
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(
-            body=prometheus_client.generate_latest(activator.registry),
-            headers={hdrs.CONTENT_TYPE: prometheus_client.CONTENT_TYPE_LATEST},
-        )
-
-    async def healthz(request: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
-
-    async def readyz(request: web.Request) -> web.Response:
-        if activator.draining:
-            return web.Response(status=503, text="draining\n")
-        return web.Response(text="ready\n")
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    return app
-
-
-def stop_on_signals(*signals: signal.Signals) -> asyncio.Event:
-    """An event set on SIGTERM or SIGINT (or the given signals), for ``serve(stop=...)``."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in signals or (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
-
-
-async def serve(
-    *,
-    activator: Activator,
-    stop: asyncio.Event,
-    host: str = "0.0.0.0",
-    port: int = 8080,
-    admin_host: str = "0.0.0.0",
-    admin_port: int | None = 9090,
-    controller_url: str | Callable[[], str | None] | None = None,
-    token: str | Callable[[], str] = "",
-    activator_name: str = "activator",
-    report_interval: float = 1.0,
-    report_timeout: float = 2.0,
-    drain_timeout: float = 30.0,
-    shutdown_timeout: float = 5.0,
-    on_listening: Callable[[list[Any]], None] | None = None,
-) -> DrainResult:
-    """Runs the activator until ``stop`` is set, then drains for up to ``drain_timeout`` and stops.
-
-    With ``controller_url`` a Reporter pushes concurrency there and becomes ``activator.poker`` (replacing
-    any other) for the duration. The readiness probe fails from the moment the drain starts.
-    ``on_listening`` receives the bound addresses (proxy first, then admin) once serving.
-    """
-    report_task: asyncio.Task[None] | None = None
-    if controller_url is not None:
-        pusher = reporter.Reporter(
-            url=controller_url,
-            token=token,
-            activator=activator_name,
-            source=activator,
-            metrics=activator.metrics,
-            interval=report_interval,
-            timeout=report_timeout,
-        )
-        activator.poker = pusher
-        report_task = asyncio.create_task(pusher.run(), name="activator-reporter")
-    runners: list[web.AppRunner] = []
-    try:
-        proxy_runner = web.AppRunner(
-            build_app(activator), shutdown_timeout=shutdown_timeout, **RUNNER_OPTIONS
-        )
-        runners.append(proxy_runner)
-        await proxy_runner.setup()
-        await web.TCPSite(proxy_runner, host, port).start()
-        addresses = list(proxy_runner.addresses)
-        if admin_port is not None:
-            admin_runner = web.AppRunner(build_admin_app(activator), shutdown_timeout=shutdown_timeout)
-            runners.append(admin_runner)
-            await admin_runner.setup()
-            await web.TCPSite(admin_runner, admin_host, admin_port).start()
-            addresses.extend(admin_runner.addresses)
-        log.info("activator serving", addresses=[str(a) for a in addresses])
-        if on_listening is not None:
-            on_listening(addresses)
-        await stop.wait()
-        return await activator.drain(timeout=drain_timeout)
-    finally:
-        if report_task is not None:
-            report_task.cancel()
-            await asyncio.gather(report_task, return_exceptions=True)
-            activator.poker = None
-        for runner in reversed(runners):
-            await runner.cleanup()
-        await activator.close()
+    watchman = guard.Guard(limits=activator.connection_limits, metrics=activator.metrics)
+    # Request bodies are forwarded as received, compressed or not; a client that goes away stops holding
+    # its place in the queue.
+    return guard.GuardedServer(
+        origin_form_only, guard=watchman, auto_decompress=False, handler_cancellation=True
+    )
 
 
 def _bound(target: TargetKey) -> Any:

@@ -1,8 +1,8 @@
 """``queue-autoscaler``: argument parsing and wiring only.
 
 Subcommands: ``run`` (the controller, wired in ``cli.controller``), ``activator`` (the HTTP buffer and
-proxy, ``cli.activator``) and the one-shot ``decide`` and ``lag`` (``cli.oneshot``). The modules here parse
-flags and connect the library's parts; the behaviour lives in the packages they wire.
+proxy, ``cli.activator``) and the one-shot ``decide`` (``cli.oneshot``) and ``lag`` (``cli.lag``). The
+modules here parse flags and connect the library's parts; the behaviour lives in the packages they wire.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from autoscaler import errors, settings
-from autoscaler.cli import activator, controller, lag_sources, oneshot
+from autoscaler.cli import activator, controller, lag, oneshot
 from autoscaler.cli.oneshot import EXIT_INVALID as EXIT_INVALID
 from autoscaler.observability import logging as obs_logging
 
@@ -46,23 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=oneshot.DECIDE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    lag = sub.add_parser(
-        "lag",
-        help="show a consumer group's lag per partition, like kafka-consumer-groups --describe",
-        description="Read one consumer group's committed offsets and its partitions' end and start offsets "
-        "with the same batched reads the controller uses.",
-    )
-    lag.add_argument("--group", help="Kafka consumer group")
-    lag.add_argument(
-        "--topic", action="append", default=[], help="topic (repeatable); default: every committed topic"
-    )
-    lag.add_argument(
-        "--bootstrap",
-        default=settings.env_default("--kafka-bootstrap", None),
-        help="bootstrap servers (default $QUEUE_AUTOSCALER_KAFKA_BOOTSTRAP)",
-    )
-    lag.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    lag_sources.add_arguments(lag)
+    lag.add_parser(sub)
     return parser
 
 
@@ -75,15 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "decide":
             return oneshot.cmd_decide()
-        if args.command == "lag" and lag_sources.wanted(args):
-            return asyncio.run(lag_sources.cmd(args))
         if args.command == "lag":
-            if not args.group:
-                raise errors.SettingsError(
-                    "--group (Kafka), --rabbitmq-queues, --rabbitmq-queue-pattern, --redis-stream or "
-                    "--nats-stream: one of them is required"
-                )
-            return asyncio.run(oneshot.cmd_lag(args))
+            return asyncio.run(lag.run(args))
         if args.command == "run":
             return controller.run_controller(settings.controller_settings(args))
         return activator.run_activator(settings.activator_settings(args))

@@ -22,6 +22,7 @@ from autoscaler.kube import leases, scaling, targets
 from autoscaler.model import REPORT_PATH, REPORT_URL_ANNOTATION, TargetKey
 from autoscaler.observability import http as obs_http
 from autoscaler.observability import logging as obs_logging
+from autoscaler.observability.log_events import ControlLog
 from autoscaler.observability.metrics import ControllerMetrics
 from autoscaler.sources import reading
 from autoscaler.sources.kafka import offsets
@@ -145,6 +146,10 @@ async def _controller(cfg: settings.ControllerSettings) -> int:
         )
         runners.append(report_runner)
         log.info("listening", endpoint="reports", port=report_port)
+        if cfg.report_token is None:
+            log.warning(
+                ControlLog.REPORT_INSECURE, port=report_port, hint="anyone reaching it can scale targets"
+            )
         report_url = published_report_url(
             cfg.report_url, pod_ip=os.environ.get("POD_IP", "127.0.0.1"), port=report_port
         )

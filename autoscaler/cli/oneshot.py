@@ -1,15 +1,13 @@
-"""The one-shot commands: ``decide`` (one decision, explained) and ``lag`` (a group's lag per partition)."""
+"""The one-shot ``decide`` command: one decision, explained (``lag`` lives in ``cli.lag``)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from datetime import UTC, datetime
 
 from autoscaler import errors
 from autoscaler.policy import document
-from autoscaler.sources.kafka import offsets, table
 
 EXIT_INVALID = 2
 
@@ -23,20 +21,17 @@ Reads one JSON object on stdin and writes the decision on stdout; it is the func
         "state": {...}}
 
 Annotation keys may be given with or without the queue-autoscaler.dev/ prefix. committed/end may be null
-(no committed offset / partition absent from the end offsets); "partitions" null means the lag could
-not be read. "now" defaults to the current time; "state" is the previous answer's state, to chain decisions.
-Invalid annotations: exit status 2 and every bad key with its value on stderr.
+(no committed offset / partition absent from the end offsets). A Kafka target needs "partitions": null
+means the lag could not be read. HTTP targets: "concurrency" (in-flight + queued), and optionally
+"requests_started" and "peak_concurrency" since the previous decision. "now" defaults to the current time;
+"state" is the previous answer's state, to chain decisions. Unknown keys, integers beyond int64 and JSON
+nested too deeply are refused. Invalid input: exit status 2 and, on stderr, every bad key with its value.
 """
 
 
 def cmd_decide() -> int:
     try:
-        doc = json.load(sys.stdin)
-    except json.JSONDecodeError as exc:
-        print(f"decide: stdin is not JSON: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    try:
-        answer = document.decide_document(doc, datetime.now(UTC))
+        answer = document.decide_document(document.load(sys.stdin.buffer.read()), datetime.now(UTC))
     except errors.PolicyError as exc:
         print("decide: invalid annotations:", file=sys.stderr)
         for problem in exc.problems:
@@ -47,33 +42,4 @@ def cmd_decide() -> int:
         return EXIT_INVALID
     json.dump(answer, sys.stdout, indent=2)
     sys.stdout.write("\n")
-    return 0
-
-
-async def cmd_lag(args: argparse.Namespace) -> int:
-    if not args.bootstrap:
-        raise errors.SettingsError("--bootstrap: required (or set QUEUE_AUTOSCALER_KAFKA_BOOTSTRAP)")
-    query = offsets.GroupQuery(args.group, tuple(args.topic) or None)
-    async with offsets.OffsetReader(args.bootstrap) as reader:
-        outcome = (await reader.read(queries=[query]))[query]
-    if isinstance(outcome, errors.KafkaError):
-        raise outcome
-    if args.json:
-        rows = [
-            {
-                "topic": r.topic,
-                "partition": r.partition,
-                "committed": r.committed,
-                "end": r.end,
-                "start": r.start,
-                "lag": table.tool_lag(r),
-            }
-            for r in sorted(outcome, key=lambda r: (r.topic, r.partition))
-        ]
-        known = [row["lag"] for row in rows if isinstance(row["lag"], int)]
-        json.dump({"group": args.group, "partitions": rows, "total_lag": sum(known)}, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        print(f"GROUP {args.group}")
-        print(table.format_lag_table(outcome))
     return 0

@@ -174,6 +174,9 @@ class ControlLoop:
         self._forget_deleted(snapshot)
         self._metrics.targets.set(len(snapshot))
         policies = {key: self._policy(info) for key, info in snapshot.items()}
+        for key, outcome in policies.items():
+            if outcome is None and (key in self._workers or key in self._invalid):
+                self._drop(snapshot[key])
         valid = {key: p for key, p in policies.items() if isinstance(p, ScalingPolicy)}
         for key, outcome in policies.items():
             if isinstance(outcome, errors.PolicyError):
@@ -259,6 +262,22 @@ class ControlLoop:
             task.cancel()
             self._metrics.forget_target(key)
             log.info(ControlLog.TARGET_FORGOTTEN, namespace=key.namespace, deployment=key.name)
+
+    def _drop(self, info: TargetInfo) -> None:
+        """A target whose Deployment lost every source annotation (others remain): stop scaling it."""
+        key = info.key
+        self._invalid.pop(key, None)
+        entry = self._workers.pop(key, None)
+        if entry is not None:
+            entry[1].cancel()
+        self._metrics.forget_target(key)
+        log.info(ControlLog.TARGET_DROPPED, namespace=key.namespace, deployment=key.name)
+        self._send_event(
+            info,
+            type="Normal",
+            reason=EventReason.NO_LONGER_A_TARGET,
+            message="no longer a target: no source annotation; replicas left as they are",
+        )
 
     async def _read_lag(self, policies: Mapping[TargetKey, ScalingPolicy]) -> dict[TargetKey, GroupResult]:
         """Every Kafka target's partitions, in one batch per cluster (``_kafka_cluster``), concurrently."""

@@ -144,18 +144,21 @@ class TargetWorker:
             concurrency=concurrency,
             requests_started=inputs.started,
             peak_concurrency=inputs.peak,
+            ready_replicas=info.ready_replicas,
             **inputs.figures.observation_fields(),
         )
         started = time.perf_counter()
         decision, self._state = decide.decide(policy, observation, self._state, self._wall_clock())
         self._metrics.decision_seconds.observe(time.perf_counter() - started)
+        kafka_read = policy.uses_kafka and inputs.partitions is not None
         self._metrics.observe_target(
             self.key,
             desired=decision.desired_replicas,
             current=current,
-            lag=decision.total_lag,
+            lag=decision.total_lag if kafka_read else None,
             concurrency=concurrency,
             active=decision.active,
+            sources_up={str(r.source): r.readable for r in decision.readings},
         )
         previous = self.last_decision
         if previous is None or (previous.desired_replicas, previous.rule) != (

@@ -42,6 +42,8 @@ class ServiceEndpoints:
     service: str
     addresses: frozenset[str]
     ports: Mapping[str, int] = field(hash=False)
+    # Addresses listed but not (yet) ready, and not terminating: a pod starting up.
+    not_ready: frozenset[str] = frozenset()
 
     @property
     def key(self) -> ServiceKey:
@@ -57,6 +59,7 @@ class Slice:
     service: str
     addresses: frozenset[str]
     ports: tuple[tuple[str, int], ...]
+    not_ready: frozenset[str] = frozenset()
 
     @property
     def service_key(self) -> ServiceKey:
@@ -73,21 +76,23 @@ def parse_slice(obj: calls.JSON) -> Slice:
     if not service:
         raise ValueError(f"EndpointSlice without a {SERVICE_NAME_LABEL} label")
     addresses: set[str] = set()
+    not_ready: set[str] = set()
     if obj.get("addressType") in ("IPv4", "IPv6"):
         for endpoint in obj.get("endpoints") or []:
             conditions = calls.dig(endpoint, "conditions")
-            if calls.dig(conditions, "ready") is False or calls.dig(conditions, "terminating") is True:
-                continue
             found = calls.dig(endpoint, "addresses")
-            if isinstance(found, list) and found and isinstance(found[0], str):
-                addresses.add(found[0])
+            if calls.dig(conditions, "terminating") is True or not (
+                isinstance(found, list) and found and isinstance(found[0], str)
+            ):
+                continue
+            (not_ready if calls.dig(conditions, "ready") is False else addresses).add(found[0])
     ports: list[tuple[str, int]] = []
     for port in obj.get("ports") or []:
         number = calls.dig(port, "port")
         if not isinstance(number, int) or (calls.dig(port, "protocol") or "TCP") != "TCP":
             continue
         ports.append((str(calls.dig(port, "name") or ""), number))
-    return Slice(namespace, name, service, frozenset(addresses), tuple(ports))
+    return Slice(namespace, name, service, frozenset(addresses), tuple(ports), frozenset(not_ready))
 
 
 def merge(key: ServiceKey, slices: Iterable[Slice]) -> ServiceEndpoints:
@@ -98,7 +103,8 @@ def merge(key: ServiceKey, slices: Iterable[Slice]) -> ServiceEndpoints:
         for name, number in one.ports:
             ports.setdefault(name, number)
     addresses = frozenset().union(*(one.addresses for one in ordered))
-    return ServiceEndpoints(key.namespace, key.name, addresses, MappingProxyType(ports))
+    not_ready = frozenset().union(*(one.not_ready for one in ordered)) - addresses
+    return ServiceEndpoints(key.namespace, key.name, addresses, MappingProxyType(ports), not_ready)
 
 
 Change = tuple[ServiceKey, ServiceEndpoints | None]

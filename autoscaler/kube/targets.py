@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import MappingProxyType
+from typing import Any
 
 import structlog
 from kubernetes_asyncio import client
@@ -30,6 +32,12 @@ class DeploymentInfo:
     ready_replicas: int
     generation: int
     resource_version: str
+    # metadata.creationTimestamp: which of two Deployments claiming one host is the older.
+    created: datetime | None = None
+    # The readinessProbe of the pod template's first container that has one (raw), and the template's named
+    # container ports: the activator probes starting pods with it.
+    readiness_probe: Mapping[str, object] | None = field(default=None, hash=False)
+    container_ports: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}), hash=False)
 
     @property
     def is_target(self) -> bool:
@@ -55,7 +63,35 @@ def parse_deployment(obj: calls.JSON) -> DeploymentInfo:
         ready_replicas=calls.integer(calls.dig(obj, "status", "readyReplicas")),
         generation=calls.integer(calls.dig(metadata, "generation")),
         resource_version=str(calls.dig(metadata, "resourceVersion") or ""),
+        created=_timestamp(calls.dig(metadata, "creationTimestamp")),
+        **_readiness(calls.dig(obj, "spec", "template", "spec", "containers")),
     )
+
+
+def _readiness(containers: object) -> dict[str, Any]:
+    probe: Mapping[str, object] | None = None
+    ports: dict[str, int] = {}
+    for container in containers if isinstance(containers, list) else []:
+        listed = calls.dig(container, "ports")
+        for port in listed if isinstance(listed, list) else []:
+            name, number = calls.dig(port, "name"), calls.dig(port, "containerPort")
+            if isinstance(name, str) and isinstance(number, int):
+                ports.setdefault(name, number)
+        found = calls.dig(container, "readinessProbe")
+        if probe is None and isinstance(found, dict):
+            probe = MappingProxyType(found)
+    return {"readiness_probe": probe, "container_ports": MappingProxyType(ports)}
+
+
+def _timestamp(value: object) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 OnChange = Callable[[TargetKey, DeploymentInfo | None], None]

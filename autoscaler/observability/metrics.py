@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -26,8 +27,14 @@ class ControllerMetrics:
         )
         self.lag = Gauge(
             "queue_autoscaler_lag",
-            "Total consumer-group lag used for the last decision",
+            "Total consumer-group lag used for the last decision; absent while the lag cannot be read",
             _TARGET,
+            registry=registry,
+        )
+        self.source_up = Gauge(
+            "queue_autoscaler_source_up",
+            "1 when the target's source could be read for the last decision, 0 when it could not",
+            (*_TARGET, "source"),
             registry=registry,
         )
         self.concurrency = Gauge(
@@ -73,6 +80,8 @@ class ControllerMetrics:
             "queue_autoscaler_leader", "1 while this replica is the leader", registry=registry
         )
         self._children: dict[TargetKey, tuple[Gauge, ...]] = {}
+        self._lag_children: dict[TargetKey, Gauge] = {}
+        self._source_children: dict[TargetKey, dict[str, Gauge]] = {}
         self._target_gauges = (
             self.desired_replicas,
             self.current_replicas,
@@ -82,26 +91,54 @@ class ControllerMetrics:
         )
 
     def observe_target(
-        self, key: TargetKey, *, desired: int, current: int, lag: int, concurrency: int | None, active: bool
+        self,
+        key: TargetKey,
+        *,
+        desired: int,
+        current: int,
+        lag: int | None,
+        concurrency: int | None,
+        active: bool,
+        sources_up: Mapping[str, bool] | None = None,
     ) -> None:
+        """The gauges of one decision. ``lag`` None (no Kafka, or unreadable) leaves no lag series;
+        ``sources_up`` says, per source the target scales on, whether it could be read."""
         children = self._children.get(key)
         if children is None:  # labels() per call costs more than the decision itself at 1,000 targets
             labels = (key.namespace, key.name)
             children = self._children[key] = tuple(
-                gauge.labels(*labels)
-                for gauge in (self.desired_replicas, self.current_replicas, self.lag, self.active)
+                gauge.labels(*labels) for gauge in (self.desired_replicas, self.current_replicas, self.active)
             )
-        desired_child, current_child, lag_child, active_child = children
+        desired_child, current_child, active_child = children
         desired_child.set(desired)
         current_child.set(current)
-        lag_child.set(lag)
         active_child.set(1 if active else 0)
+        if lag is None:
+            if self._lag_children.pop(key, None) is not None:
+                with contextlib.suppress(KeyError):
+                    self.lag.remove(key.namespace, key.name)
+        else:
+            lag_child = self._lag_children.get(key)
+            if lag_child is None:
+                lag_child = self._lag_children[key] = self.lag.labels(key.namespace, key.name)
+            lag_child.set(lag)
+        if sources_up:
+            known = self._source_children.setdefault(key, {})
+            for source, up in sources_up.items():
+                child = known.get(source)
+                if child is None:
+                    child = known[source] = self.source_up.labels(key.namespace, key.name, source)
+                child.set(1 if up else 0)
         if concurrency is not None:  # only targets with an HTTP source have this series
             self.concurrency.labels(key.namespace, key.name).set(concurrency)
 
     def forget_target(self, key: TargetKey) -> None:
         self._children.pop(key, None)
+        self._lag_children.pop(key, None)
         labels = (key.namespace, key.name)
+        for source in self._source_children.pop(key, {}):
+            with contextlib.suppress(KeyError):
+                self.source_up.remove(*labels, source)
         for gauge in self._target_gauges:
             with contextlib.suppress(KeyError):
                 gauge.remove(*labels)

@@ -34,9 +34,10 @@ class ScalingPolicy:
 
     None means "unset" where the contract has no default: ``kafka_topics`` empty is all topics the group has
     offsets for, ``kafka_partitions`` None is all partitions, ``http_host`` None is
-    ``<deployment>.<namespace>``, ``http_port`` None is the Service's port, ``cloudevents_types`` None is any
-    type. ``last_active`` is written by the controller and is left out of equality and hashing, so two
-    policies compare equal when the user-set keys do.
+    ``<deployment>.<namespace>`` only, ``http_port`` None is the Service's only port (a number is a port the
+    pods listen on, a name is a Service port name), ``cloudevents_types`` None is any type, ``drain_within``
+    None is fixed thresholds only (no rate-aware sizing). ``last_active`` is written by the controller and
+    is left out of equality and hashing, so two policies compare equal when the user-set keys do.
     """
 
     kafka_group: str | None
@@ -59,14 +60,15 @@ class ScalingPolicy:
     paused_replicas: int | None
     paused: bool
     http_service: str | None
-    http_port: int | None
+    http_port: int | str | None
     http_host: str | None
     concurrency_per_replica: int
     max_pending: int
     activation_timeout: timedelta
     cloudevents: bool
     cloudevents_types: frozenset[str] | None
-    last_active: datetime | None = field(compare=False)
+    drain_within: timedelta | None = None
+    last_active: datetime | None = field(compare=False, default=None)
     kafka_connection: str = "default"
     sources: SourcePolicies = field(default_factory=SourcePolicies)  # RabbitMQ, Redis Streams, NATS
 
@@ -231,6 +233,23 @@ def _service_name(text: str) -> str:
     return text
 
 
+_PORT_NAME = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,13}[a-z0-9])?")
+
+
+def _port(text: str) -> int | str:
+    """A port number, or a Service port name (IANA_SVC_NAME: at most 15 of a-z, 0-9 and '-', a letter)."""
+    if re.fullmatch(r"[0-9]+", text):
+        if len(text) > 5 or not 1 <= int(text) <= 65535:
+            raise _Invalid("a port number from 1 to 65535 (or a Service port name)")
+        return int(text)
+    if not _PORT_NAME.fullmatch(text) or "--" in text or not any(c.isalpha() for c in text):
+        raise _Invalid(
+            "a port number from 1 to 65535 or a Service port name (at most 15 lowercase letters, digits "
+            "and '-', with a letter, no '--')"
+        )
+    return text
+
+
 def _host(text: str) -> str:
     host = text.lower()
     if len(host) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in host.split(".")):
@@ -269,13 +288,14 @@ _KEYS: dict[str, _Key] = {
     "paused-replicas": _Key(_integer(0, _MAX_REPLICAS), None),
     "paused": _Key(_boolean, False),
     "http-service": _Key(_service_name, None),
-    "http-port": _Key(_integer(1, 65535), None),
+    "http-port": _Key(_port, None),
     "http-host": _Key(_host, None),
     "concurrency-per-replica": _Key(_integer(1, _MAX_LAG), 10),
     "max-pending": _Key(_integer(1, _MAX_REPLICAS), 1000),
     "activation-timeout": _Key(_duration(positive=True), timedelta(seconds=60)),
     "cloudevents": _Key(_boolean, False),
     "cloudevents-types": _Key(_event_types, None),
+    "drain-within": _Key(_duration(positive=True), None),
 }
 
 KNOWN_KEYS: frozenset[str] = frozenset(_KEYS) | backlog_keys.KEYS | {LAST_ACTIVE}
@@ -360,6 +380,8 @@ def _conflicts(
             for key in ("limit-to-partitions-with-lag", "even-partition-distribution", "kafka-partitions"):
                 if is_set(key):
                     problems.append(problem(key, f"needs exactly one topic in kafka-topics, {found}"))
+    if is_set("cloudevents-types") and "cloudevents" not in bad and not values["cloudevents"]:
+        problems.append(problem("cloudevents-types", "needs cloudevents=true"))
     if (
         "min-replicas" not in bad
         and "max-replicas" not in bad

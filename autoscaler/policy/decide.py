@@ -7,14 +7,25 @@ target takes the largest count of its readable sources. The numbers go into the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 
-from autoscaler.model import Cap, Decision, Observation, Rule, Source, SourceReading, TopicPartition
-from autoscaler.policy import backlog, lag
+from autoscaler.model import (
+    Cap,
+    Decision,
+    Observation,
+    RateSizing,
+    Rule,
+    Source,
+    SourceReading,
+    TopicPartition,
+)
+from autoscaler.policy import backlog, lag, rates
 from autoscaler.policy.annotations import ScalingPolicy
+from autoscaler.policy.rates import Rates
 
 Committed = tuple[tuple[TopicPartition, int], ...]
+KEEP_UTILIZATION = 0.9  # drain-within: a scale-down must fit the load at 90 % of the measured rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,12 +36,14 @@ class DecisionState:
     while active). ``history``: (time, raw desired count) within the scale-down window, oldest first.
     ``committed``: committed offsets of the previous read, kept only with exclude-persistent-lag.
     An empty history means nothing was seen yet: the next decision counts the current replicas as seen.
+    ``rates``: the arrival and per-replica processing rates measured so far (drain-within only).
     ``policy.document`` writes and reads it as JSON.
     """
 
     idle_since: datetime | None
     history: tuple[tuple[datetime, int], ...]
     committed: Committed
+    rates: Rates = field(default_factory=Rates)
 
     @classmethod
     def initial(cls, last_active: datetime | None) -> DecisionState:
@@ -49,7 +62,7 @@ def decide(
     if now.tzinfo is None:
         raise ValueError("now must be a timezone-aware datetime")
     current = observation.current_replicas
-    kafka, committed = _kafka(policy, observation, state.committed)
+    kafka, committed, measured = _kafka(policy, observation, state, now)
     readings = tuple(r for r in (kafka, _http(policy, observation)) if r is not None)
     readings += backlog.readings(policy.sources, observation)
 
@@ -57,6 +70,9 @@ def decide(
     all_readable = len(readable) == len(readings)
     active = any(r.active for r in readable)
     raw = max((r.replicas for r in readable), default=0)
+    # drain-within: the window remembers the count with headroom, and scale-downs wait while load rises.
+    held = max((_held(r) for r in readable), default=0)
+    rising = any(r.rate is not None and r.rate.rising for r in readable)
 
     if active:
         idle_since = None
@@ -71,8 +87,8 @@ def decide(
         # seen now, so a restart never scales down before a full window of readings.
         history = ((now, current),)
     if all_readable:
-        history += ((now, raw),)
-    new_state = DecisionState(idle_since=idle_since, history=history, committed=committed)
+        history += ((now, held),)
+    new_state = DecisionState(idle_since=idle_since, history=history, committed=committed, rates=measured)
 
     decision = Decision(
         desired_replicas=current,
@@ -94,7 +110,7 @@ def decide(
     elif not all_readable:
         desired, rule = _hold_on_missing_data(policy, current, raw, active)
     else:
-        desired, rule = _scale(decision, raw, active)
+        desired, rule = _scale(decision, raw, active, rising=rising)
     final, final_rule = desired, rule
     if rule not in (Rule.PAUSED, Rule.PAUSED_REPLICAS):
         if desired < policy.min_replicas:
@@ -108,14 +124,15 @@ def decide(
 
 
 def _kafka(
-    policy: ScalingPolicy, observation: Observation, committed: Committed
-) -> tuple[SourceReading | None, Committed]:
-    """The Kafka reading, and the committed offsets to remember for exclude-persistent-lag."""
+    policy: ScalingPolicy, observation: Observation, state: DecisionState, now: datetime
+) -> tuple[SourceReading | None, Committed, Rates]:
+    """The Kafka reading, the committed offsets to remember for exclude-persistent-lag, and the rates."""
+    committed, measured = state.committed, state.rates
     if not policy.uses_kafka:
-        return None, committed
+        return None, committed, measured
     if observation.partitions is None:
         why = observation.kafka_error or "no offsets were read"
-        return SourceReading(Source.KAFKA, error=why), committed
+        return SourceReading(Source.KAFKA, error=why), committed, measured
     result = lag.compute(policy, observation.partitions, dict(committed))
     if policy.exclude_persistent_lag:
         committed = tuple(
@@ -123,16 +140,29 @@ def _kafka(
         )
     sizing_lag, per_replica, count = result.sizing_lag, policy.lag_per_replica, result.partition_count
     needed = _ceil_div(sizing_lag, per_replica)
+    rate = None
+    if policy.drain_within is not None:
+        measured, rate = _rates(policy.drain_within, observation, result, measured, now)
+        if rate.needed is not None:
+            needed = rate.needed
     cap: Cap | None
     if policy.even_partition_distribution:
         cap = Cap.EVEN_DISTRIBUTION
-        replicas = 0 if sizing_lag == 0 else _smallest_covering_divisor(count, per_replica, sizing_lag)
+        if rate is not None and rate.needed is not None:
+            replicas = 0 if needed == 0 else _smallest_divisor_at_least(count, needed)
+        else:
+            replicas = 0 if sizing_lag == 0 else _smallest_covering_divisor(count, per_replica, sizing_lag)
     elif policy.limit_to_partitions_with_lag:
         cap, replicas = Cap.PARTITIONS_WITH_LAG, min(needed, result.partitions_with_lag)
     elif not policy.allow_idle_consumers:
         cap, replicas = Cap.PARTITIONS, min(needed, count)
     else:
         cap, replicas = None, needed
+    if rate is not None and rate.keep is not None:
+        limits = {Cap.PARTITIONS_WITH_LAG: result.partitions_with_lag, Cap.PARTITIONS: count}
+        limit = None if cap is None else limits.get(cap)
+        keep = rate.keep if cap is not Cap.EVEN_DISTRIBUTION else _smallest_divisor_at_least(count, rate.keep)
+        rate = replace(rate, keep=max(replicas, keep if limit is None else min(keep, limit)))
     reading = SourceReading(
         Source.KAFKA,
         backlog=result.activation_lag,
@@ -143,8 +173,49 @@ def _kafka(
         activation=policy.activation_lag,
         cap=cap,
         partitions=count,
+        rate=rate,
     )
-    return reading, committed
+    return reading, committed, measured
+
+
+def _rates(
+    drain_within: timedelta,
+    observation: Observation,
+    result: lag.LagResult,
+    measured: Rates,
+    now: datetime,
+) -> tuple[Rates, RateSizing]:
+    """One more reading for the rate estimator (work added: end offsets; done: end − lag; consumers: the
+    ready replicas, at most one per partition), and the counts the rates give."""
+    added = sum(p.end for p in observation.partitions or () if p.end is not None)
+    ready = observation.ready_replicas
+    consumers = 0 if ready is None else min(ready, result.partition_count)
+    measured = rates.observe(measured, rates.Reading(now, added, added - result.activation_lag, consumers))
+    backlog = result.sizing_lag
+    needed = rates.replicas_for(measured, backlog=backlog, drain_within=drain_within)
+    keep = rates.replicas_for(
+        measured, backlog=backlog, drain_within=drain_within, utilization=KEEP_UTILIZATION
+    )
+    return measured, RateSizing(
+        drain_within=drain_within,
+        arrival=measured.arrival,
+        per_replica=measured.per_replica,
+        needed=needed,
+        keep=keep,
+        rising=measured.rising,
+    )
+
+
+def _held(reading: SourceReading) -> int:
+    """The count a reading holds against scale-down: its replicas, or drain-within's count with headroom."""
+    if reading.rate is not None and reading.rate.keep is not None:
+        return max(reading.replicas, reading.rate.keep)
+    return reading.replicas
+
+
+def _smallest_divisor_at_least(partitions: int, wanted: int) -> int:
+    """The smallest f dividing the partition count with f >= wanted; the count if none."""
+    return next((f for f in range(1, partitions + 1) if partitions % f == 0 and f >= wanted), partitions)
 
 
 def _smallest_covering_divisor(partitions: int, per_replica: int, sizing_lag: int) -> int:
@@ -189,7 +260,7 @@ def _hold_on_missing_data(policy: ScalingPolicy, current: int, raw: int, active:
     return desired, rule
 
 
-def _scale(decision: Decision, raw: int, active: bool) -> tuple[int, Rule]:
+def _scale(decision: Decision, raw: int, active: bool, *, rising: bool = False) -> tuple[int, Rule]:
     current = decision.current_replicas
     if current == 0:
         return (max(raw, 1), Rule.ACTIVATE) if active else (0, Rule.HOLD)
@@ -200,7 +271,7 @@ def _scale(decision: Decision, raw: int, active: bool) -> tuple[int, Rule]:
     wanted = max(raw, 1)
     if wanted > current:
         return wanted, Rule.SCALE_UP
-    if decision.window_max < current:
+    if decision.window_max < current and not rising:
         return decision.window_max, Rule.SCALE_DOWN_WINDOW
     return current, Rule.HOLD
 

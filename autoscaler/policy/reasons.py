@@ -52,7 +52,23 @@ def _kafka_sizing(reading: SourceReading) -> str:
     persistent = reading.backlog - reading.sizing_backlog
     if persistent:
         text += f" ({persistent} of it persistent, not counted for sizing)"
-    text += f" at lag-per-replica {reading.per_replica} needs {_plural(reading.needed, 'replica')}"
+    rate = reading.rate
+    if (
+        rate is not None
+        and rate.needed is not None
+        and rate.arrival is not None
+        and rate.per_replica is not None
+    ):
+        text += (
+            f", arriving {rate.arrival:.1f}/s, {rate.per_replica:.1f}/s per ready replica: drain-within "
+            f"{duration(rate.drain_within)} needs {_plural(reading.needed, 'replica')}"
+        )
+        if rate.rising:
+            text += " (arrivals rising: no scale-down)"
+    else:
+        text += f" at lag-per-replica {reading.per_replica} needs {_plural(reading.needed, 'replica')}"
+        if rate is not None:
+            text += f" (drain-within {duration(rate.drain_within)}: rates not measured yet)"
     if reading.cap is Cap.EVEN_DISTRIBUTION:
         if reading.replicas != reading.needed:
             text += f", {reading.replicas} to spread {partitions} evenly"

@@ -20,8 +20,9 @@ from typing import Any
 import aiohttp
 import pytest
 from kubernetes_asyncio import client
+from prometheus_client.parser import text_string_to_metric_families
 
-from autoscaler.observability.log_events import ControlLog
+from autoscaler.observability.log_events import ActivatorLog, ControlLog
 from tests.controller import Process, activator, controller
 from tests.stack import (
     Devstack,
@@ -177,7 +178,9 @@ async def running(
 
 async def routed(stack: Stack) -> None:
     """Waits until the activator routes the worker and the controller has decided for it once."""
-    await wait_logged(stack.activator, "route updated", namespace=stack.namespace, deployment=WORKER)
+    await wait_logged(
+        stack.activator, ActivatorLog.ROUTE_UPDATED, namespace=stack.namespace, deployment=WORKER
+    )
     await wait_logged(
         stack.controller, ControlLog.DECISION_CHANGED, namespace=stack.namespace, deployment=WORKER
     )
@@ -313,7 +316,7 @@ async def test_sigterm_drains_the_buffered_requests_to_the_woken_pod_and_exits_0
                 assert pending == 10
                 assert stack.activator.proc is not None
                 stack.activator.proc.send_signal(signal.SIGTERM)
-                await wait_logged(stack.activator, "draining")
+                await wait_logged(stack.activator, ActivatorLog.DRAIN_STARTED)
                 refused = await send(session, stack)
                 answers = await asyncio.gather(*buffered)
             finally:
@@ -327,9 +330,9 @@ async def test_sigterm_drains_the_buffered_requests_to_the_woken_pod_and_exits_0
     assert refused.status == 503
     assert refused.headers["Retry-After"] == "1"
     assert b"shutting down" in refused.body
-    (draining,) = stack.activator.logged("draining")
+    (draining,) = stack.activator.logged(ActivatorLog.DRAIN_STARTED)
     assert draining["held"] == 10
-    (stopped,) = stack.activator.logged("activator stopped")
+    (stopped,) = stack.activator.logged(ActivatorLog.SERVER_STOPPED)
     assert stopped["left_unanswered"] == 0
     assert stopped["drain_timed_out"] is False
     print(f"\ndrain: {draining} -> {stopped}")
@@ -421,7 +424,7 @@ async def test_without_a_controller_url_the_activator_reports_to_the_leader_name
             "queue-autoscaler-controller", namespace
         )
         published = lease.metadata.annotations[REPORT_URL]
-        await wait_logged(stack.activator, "controller leader", url=published)
+        await wait_logged(stack.activator, ActivatorLog.LEADER_CHANGED, url=published)
         await routed(stack)
         async with aiohttp.ClientSession() as session:
             answer = await send(session, stack, path="/hello?from=lease")
@@ -438,3 +441,162 @@ async def test_without_a_controller_url_the_activator_reports_to_the_leader_name
     assert reports >= 1
     assert rejected in (None, 0.0)
     assert [e["reason"] for e in await events_of(kube, namespace, WORKER)] == ["ActivatedFromZero"]
+
+
+async def raw_answer(port: int, data: bytes, *, keep_open: bool = False) -> bytes:
+    """Sends raw bytes to the activator's proxy port and returns its answer (read until the server closes)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        async with asyncio.timeout(30):
+            return await reader.read(-1)
+    finally:
+        writer.close()
+
+
+async def metric(stack: Stack, name: str, **labels: str) -> float:
+    """One sample of the activator's /metrics (0 when absent)."""
+    port = await stack.activator.wait_port("metrics")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/metrics") as response,
+    ):
+        text = await response.text()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+async def test_slow_clients_are_answered_408_and_stop_counting_as_in_flight_for_their_target(
+    devstack: Devstack, kube: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    await create_worker(kube, namespace, min_replicas="1")
+    bounds = ("--header-timeout", "1", "--body-idle-timeout", "1")
+    async with running(devstack, namespace, tmp_path, activator_extra=bounds) as stack:
+        await routed(stack)
+        await eventually(
+            lambda: ready_endpoints(kube, namespace, WORKER),
+            lambda found: len(found) == 1,
+            timeout=60,
+            what="a pod",
+        )
+        async with aiohttp.ClientSession() as session:
+            await eventually(
+                lambda: send(session, stack), lambda a: a.status == 200, timeout=30, what="the pod routed"
+            )
+        head = f"POST / HTTP/1.1\r\nHost: {stack.host}\r\nContent-Length: 1000\r\n\r\n".encode()
+        partial_body, unfinished_headers = await asyncio.gather(
+            raw_answer(stack.proxy_port, head + b"only the start of the body"),
+            raw_answer(stack.proxy_port, f"GET / HTTP/1.1\r\nHost: {stack.host}\r\nX-Never-Ends: ".encode()),
+        )
+        labels = {"namespace": namespace, "deployment": WORKER}
+        in_flight = await metric(stack, "queue_autoscaler_activator_in_flight_requests", **labels)
+        stalled_body = await metric(stack, "queue_autoscaler_activator_responses_total", code="408", **labels)
+        stalled_headers = await metric(
+            stack, "queue_autoscaler_activator_responses_total", code="408", namespace="", deployment=""
+        )
+    assert partial_body.startswith(b"HTTP/1.1 408 "), partial_body
+    assert unfinished_headers.startswith(b"HTTP/1.1 408 "), unfinished_headers
+    assert in_flight == 0
+    assert (stalled_body, stalled_headers) == (1, 1)
+    assert stack.activator.logged(ActivatorLog.REQUEST_STALLED, stage="body")
+    assert stack.activator.logged(ActivatorLog.REQUEST_STALLED, stage="headers")
+
+
+async def test_malformed_requests_get_400_or_431_counted_and_logged_without_a_traceback(
+    devstack: Devstack, kube: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    await create_worker(kube, namespace)
+    async with running(devstack, namespace, tmp_path) as stack:
+        await routed(stack)
+        host = stack.host.encode()
+        answers = [
+            await raw_answer(stack.proxy_port, request)
+            for request in (
+                b"GET / HTTP/1.1\r\nHost: " + host + b"\r\nHost: other.host\r\n\r\n",
+                b"GET / HTTP/1.1\r\nHost: " + host + b"\r\nX-Big: " + b"x" * 100_000 + b"\r\n\r\n",
+                b"GET / HTTP/1.1\r\nHost: "
+                + host
+                + b"\r\n"
+                + b"".join(b"X-%d: y\r\n" % i for i in range(1000))
+                + b"\r\n",
+                b"HELLO WORLD\r\n\r\n",
+            )
+        ]
+        counted = {
+            code: await metric(stack, "queue_autoscaler_activator_responses_total", code=code, namespace="")
+            for code in ("400", "431")
+        }
+        logged = stack.activator.logged(ActivatorLog.REQUEST_MALFORMED)
+        log_text = stack.activator.log_path.read_text(errors="replace")
+    assert [answer.split(b" ", 2)[1] for answer in answers] == [b"400", b"431", b"431", b"400"], answers
+    assert counted == {"400": 2, "431": 2}
+    assert [entry["level"] for entry in logged] == ["info"] * 4
+    assert "Traceback" not in log_text
+
+
+async def test_a_deployment_claiming_another_targets_host_gets_none_of_its_requests(
+    devstack: Devstack, kube: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    await create_worker(kube, namespace)
+    thief = worker_deployment()
+    thief["metadata"]["name"] = "thief"
+    thief["metadata"]["annotations"][PREFIX + "http-host"] = f"{WORKER}.{namespace}"
+    thief["metadata"]["annotations"][PREFIX + "http-service"] = "thief"
+    thief["metadata"]["annotations"][PREFIX + "min-replicas"] = "1"
+    thief["spec"]["selector"]["matchLabels"] = {"app": "thief"}
+    thief["spec"]["template"]["metadata"]["labels"] = {"app": "thief"}
+    await client.CoreV1Api(kube).create_namespaced_service(namespace, service("thief", 8080))
+    await client.AppsV1Api(kube).create_namespaced_deployment(namespace, thief)
+    async with running(devstack, namespace, tmp_path) as stack:
+        await routed(stack)
+        await wait_logged(stack.activator, ActivatorLog.HOST_REFUSED, namespace=namespace, deployment="thief")
+        await eventually(
+            lambda: ready_endpoints(kube, namespace, "thief"),
+            lambda found: len(found) == 1,
+            timeout=60,
+            what="thief",
+        )
+        async with aiohttp.ClientSession() as session:
+            answers = await asyncio.gather(*(send(session, stack) for _ in range(3)))
+        pods = await pods_of(kube, namespace)
+        (refused,) = stack.activator.logged(
+            ActivatorLog.HOST_REFUSED, namespace=namespace, deployment="thief"
+        )
+    assert [a.status for a in answers] == [200] * 3, [a.body for a in answers]
+    assert {a.json()["pod"] for a in answers} <= set(pods), pods
+    assert f"default host of {namespace}/{WORKER}" in refused["problem"]
+
+
+async def test_a_pod_passing_the_activators_probe_gets_the_held_request_while_its_slice_still_says_not_ready(
+    devstack: Devstack, kube: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    # The kubelet probes only after 20 s, every 10 s: the EndpointSlice says "not ready" for that long.
+    worker = worker_deployment()
+    (container,) = worker["spec"]["template"]["spec"]["containers"]
+    container["readinessProbe"].update({"initialDelaySeconds": 20, "periodSeconds": 10})
+    await client.CoreV1Api(kube).create_namespaced_service(namespace, service(WORKER, 8080))
+    await client.AppsV1Api(kube).create_namespaced_deployment(namespace, worker)
+    async with running(devstack, namespace, tmp_path) as stack:
+        await routed(stack)
+        async with aiohttp.ClientSession() as session:
+            answer = await send(session, stack, path="/first")
+            slices_said_ready = await ready_endpoints(kube, namespace, WORKER)
+            async with session.get(stack.url("/"), headers={"Host": f"nobody.{namespace}"}) as elsewhere:
+                await elsewhere.read()
+        passed = stack.activator.logged(ActivatorLog.PROBE_PASSED, namespace=namespace, deployment=WORKER)
+        pods = await pods_of(kube, namespace)
+    assert answer.status == 200, answer.body
+    assert answer.json()["path"] == "/first"
+    assert slices_said_ready == []
+    assert [entry["ip"] for entry in passed] == [answer.json()["ip"]]
+    assert set(pods.values()) == {answer.json()["ip"]}
+    assert elsewhere.status == 404
+    first_sent, ready_at = answer.sent_at, float(answer.json()["ready_at"])
+    print(
+        f"\nfirst request -> worker listening: {(ready_at - first_sent) * 1000:.0f} ms"
+        f"\nworker listening -> first response (added): {(answer.answered_at - ready_at) * 1000:.0f} ms"
+    )

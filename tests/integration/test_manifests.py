@@ -13,8 +13,12 @@ service accounts may do. Objects created here are deleted afterwards, cluster-sc
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import secrets
+import shutil
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -36,6 +40,7 @@ NAMESPACE = "queue-autoscaler"
 CONTROLLER_SA = f"system:serviceaccount:{NAMESPACE}:queue-autoscaler-controller"
 ACTIVATOR_SA = f"system:serviceaccount:{NAMESPACE}:queue-autoscaler-activator"
 TOKEN_SECRET = "queue-autoscaler-report-token"
+CONNECTIONS_SECRET = "queue-autoscaler-connections"
 RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
 
 Obj = dict[str, Any]
@@ -53,8 +58,8 @@ def kustomize(devstack: Devstack) -> Path:
     return binary
 
 
-async def render(kustomize: Path, directory: Path) -> list[Obj]:
-    done = await asyncio.to_thread(
+async def kustomize_build(kustomize: Path, directory: Path) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
         subprocess.run,
         [str(kustomize), "build", str(directory)],
         capture_output=True,
@@ -62,10 +67,31 @@ async def render(kustomize: Path, directory: Path) -> list[Obj]:
         timeout=60,
         check=False,
     )
+
+
+async def render(kustomize: Path, directory: Path, *, token: str = "test-token") -> list[Obj]:
+    """``kustomize build`` of ``directory`` in a copy of manifests/, after the install step that generates
+    the base's token (overlays reach the base by relative path, so the whole tree is copied)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        copy = Path(scratch) / "manifests"
+        shutil.copytree(MANIFESTS, copy)
+        (copy / "base" / "report-token").write_text(token + "\n")
+        done = await kustomize_build(kustomize, copy / directory.relative_to(MANIFESTS))
     assert done.returncode == 0, f"kustomize build {directory} failed:\n{done.stderr}"
     objects = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
     assert all(isinstance(o, dict) for o in objects)
     return objects
+
+
+async def test_the_base_ships_no_token_and_renders_the_one_generated_at_install(kustomize: Path) -> None:
+    shipped = [doc for f in (MANIFESTS / "base").glob("*.yaml") for doc in yaml.safe_load_all(f.read_text())]
+    assert not [d for d in shipped if d and d.get("kind") == "Secret"]
+    token = secrets.token_hex(32)
+
+    (secret,) = [o for o in await render(kustomize, MANIFESTS / "base", token=token) if o["kind"] == "Secret"]
+
+    assert ident(secret) == ("Secret", NAMESPACE, TOKEN_SECRET)
+    assert base64.b64decode(secret["data"]["token"]).decode().strip() == token
 
 
 def ident(obj: Obj) -> tuple[str, str, str]:
@@ -239,10 +265,40 @@ async def test_the_base_and_the_examples_render_with_kustomize_into_namespaced_l
         assert any(k.startswith("queue-autoscaler.dev/") for k in obj["metadata"]["annotations"]), ident(obj)
 
 
+async def test_the_secured_kafka_overlay_mounts_the_connections_file_from_its_secret_by_name(
+    kustomize: Path,
+) -> None:
+    objects = await render(kustomize, MANIFESTS / "examples" / "secured-kafka")
+    secrets = [
+        o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"].startswith(CONNECTIONS_SECRET)
+    ]
+    assert len(secrets) == 1
+    secret = secrets[0]
+    assert secret["metadata"]["namespace"] == NAMESPACE
+    assert set(secret["data"]) == {"connections.yaml", "payments-ca.pem", "payments-password"}
+    document = yaml.safe_load(base64.b64decode(secret["data"]["connections.yaml"]))
+    payments = document["kafka"]["payments"]
+    assert payments["sasl"]["password-file"] == "/etc/queue-autoscaler/payments-password"
+    assert payments["tls"]["ca-file"] == "/etc/queue-autoscaler/payments-ca.pem"
+
+    controller = next(
+        o for o in objects if ident(o) == ("Deployment", NAMESPACE, "queue-autoscaler-controller")
+    )
+    pod = controller["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["connections"]["secret"]["secretName"] == secret["metadata"]["name"]
+    container = pod["containers"][0]
+    assert {"name": "connections", "mountPath": "/etc/queue-autoscaler", "readOnly": True} in container[
+        "volumeMounts"
+    ]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["QUEUE_AUTOSCALER_CONNECTIONS"] == "/etc/queue-autoscaler/connections.yaml"
+
+
 # --- server-side dry-run ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("directory", ["base", "examples"])
+@pytest.mark.parametrize("directory", ["base", "examples", "examples/secured-kafka"])
 async def test_every_rendered_object_passes_a_server_side_dry_run_apply_on_the_api_server(
     kustomize: Path, rest: Rest, directory: str
 ) -> None:
@@ -347,6 +403,7 @@ CONTROLLER_CANNOT = [
     Access("list", "secrets", ""),
     Access("get", "secrets", "billing", name=TOKEN_SECRET),
     Access("get", "secrets", NAMESPACE, name="another-secret"),
+    Access("get", "secrets", NAMESPACE, name=CONNECTIONS_SECRET),  # mounted by the kubelet, never read
     Access("watch", "secrets", NAMESPACE),
     Access("delete", "deployments", "billing", group="apps"),
     Access("delete", "deployments", "", group="apps"),

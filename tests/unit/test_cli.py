@@ -5,19 +5,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
+import io
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
-from autoscaler import cli, settings
+from autoscaler import cli, errors, settings
 from autoscaler.activator import metrics as activator_metrics
-from autoscaler.activator import reporter, server
-from autoscaler.cli import activator as cli_activator
+from autoscaler.activator import reporter, server, serving
 from autoscaler.cli import controller as cli_controller
 from autoscaler.control import reports
 from autoscaler.kube import leases
@@ -70,19 +69,12 @@ def test_the_published_report_url_names_the_report_endpoint_unless_a_path_is_con
     assert cli_controller.published_report_url(configured, pod_ip=pod_ip, port=8081) == expected
 
 
-def test_listening_ports_split_the_proxy_sockets_from_the_metrics_sockets() -> None:
-    two_families = [("::", 41001, 0, 0), ("0.0.0.0", 41002), ("::", 42001, 0, 0), ("0.0.0.0", 42002)]
-    assert cli_activator.listening_ports(two_families) == ([41001, 41002], [42001, 42002])
-    assert cli_activator.listening_ports([("127.0.0.1", 41001), ("127.0.0.1", 42001)]) == ([41001], [42001])
-    assert cli_activator.listening_ports([("127.0.0.1", 41001)]) == ([41001], [])
-
-
 async def test_on_every_interface_the_ports_said_to_be_the_proxy_and_the_metrics_ones_really_are() -> None:
     activator = server.Activator(registry=CollectorRegistry())
-    listening: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+    listening: asyncio.Future[serving.Listening] = asyncio.get_running_loop().create_future()
     stop = asyncio.Event()
-    serving = asyncio.create_task(
-        server.serve(
+    served = asyncio.create_task(
+        serving.serve(
             activator=activator,
             stop=stop,
             host="",
@@ -93,9 +85,9 @@ async def test_on_every_interface_the_ports_said_to_be_the_proxy_and_the_metrics
         )
     )
     try:
-        addresses = await asyncio.wait_for(listening, 5)
-        proxy_ports, metrics_ports = cli_activator.listening_ports(addresses)
-        loopback = {a[1]: "[::1]" if len(a) == 4 else "127.0.0.1" for a in addresses}
+        bound = await asyncio.wait_for(listening, 5)
+        proxy_ports, metrics_ports = bound.proxy_ports, bound.admin_ports
+        loopback = {s.port: "[::1]" if ":" in s.host else "127.0.0.1" for s in bound.proxy + bound.admin}
         async with aiohttp.ClientSession() as session:
             for port in metrics_ports:
                 async with session.get(f"http://{loopback[port]}:{port}/metrics") as response:
@@ -109,7 +101,7 @@ async def test_on_every_interface_the_ports_said_to_be_the_proxy_and_the_metrics
                     assert "no Deployment is routed" in await response.text()
     finally:
         stop.set()
-        await asyncio.wait_for(serving, 10)
+        await asyncio.wait_for(served, 10)
     assert proxy_ports
     assert metrics_ports
     assert len(proxy_ports) == len(metrics_ports)
@@ -130,7 +122,18 @@ def test_an_unusable_kubeconfig_ends_run_with_one_clear_line_and_status_1(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     missing = tmp_path / "nope"
-    status = cli.main(["run", "--kubeconfig", str(missing), "--metrics-port", "0", "--report-port", "0"])
+    status = cli.main(
+        [
+            "run",
+            "--kubeconfig",
+            str(missing),
+            "--metrics-port",
+            "0",
+            "--report-port",
+            "0",
+            "--report-insecure",
+        ]
+    )
     err = capsys.readouterr().err
     assert status == 1
     assert err.strip() == f"queue-autoscaler run: kubeconfig {missing}: no such file: {missing}"
@@ -147,7 +150,7 @@ def test_lag_without_a_bootstrap_says_which_flag_is_missing_and_exits_2(
 
 
 def test_the_lease_timings_have_one_set_of_defaults_for_flags_settings_and_the_elector() -> None:
-    args = cli.build_parser().parse_args(["run"])
+    args = cli.build_parser().parse_args(["run", "--report-insecure"])
     from_flags = settings.controller_settings(args)
     elector = inspect.signature(leases.LeaderElector).parameters
     fields = {f.name: f.default for f in dataclasses.fields(settings.ControllerSettings)}
@@ -156,3 +159,34 @@ def test_the_lease_timings_have_one_set_of_defaults_for_flags_settings_and_the_e
     assert [getattr(from_flags, name) for name in timings] == [10.0, 7.0, 1.5]
     assert [fields[name] for name in timings] == [10.0, 7.0, 1.5]
     assert [elector[name].default for name in timings] == [10.0, 7.0, 1.5]
+
+
+def test_the_controller_refuses_to_start_without_a_report_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("QUEUE_AUTOSCALER_REPORT_TOKEN", raising=False)
+    monkeypatch.delenv("QUEUE_AUTOSCALER_REPORT_INSECURE", raising=False)
+    args = cli.build_parser().parse_args(["run"])
+    with pytest.raises(errors.SettingsError, match=r"no report token.*--report-insecure"):
+        settings.controller_settings(args)
+
+
+def test_report_insecure_is_an_explicit_choice_and_a_token_needs_none(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("QUEUE_AUTOSCALER_REPORT_TOKEN", raising=False)
+    insecure = settings.controller_settings(cli.build_parser().parse_args(["run", "--report-insecure"]))
+    assert (insecure.report_token, insecure.report_insecure) == (None, True)
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    args = cli.build_parser().parse_args(["run", "--report-token-file", str(token)])
+    secured = settings.controller_settings(args)
+    assert (secured.report_token, secured.report_insecure) == ("s3cret", False)
+
+
+@pytest.mark.usefixtures("isolated_main")
+def test_decide_refuses_deeply_nested_json_with_one_line_and_status_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nested = ("[" * 100_000 + "]" * 100_000).encode()
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(nested)))
+    status = cli.main(["decide"])
+    assert (status, capsys.readouterr().err) == (2, "decide: stdin is JSON nested too deeply to read\n")

@@ -162,6 +162,8 @@ def test_kafka_bootstrap_is_the_default_kafka_connection_when_the_file_does_not_
             str(write(tmp_path, "kafka: {other: {bootstrap: 'o:1'}}")),
             "--kafka-bootstrap",
             "k:9",
+            "--report-insecure",
+            "true",
         ]
     )
     loaded = settings.controller_settings(args).connections
@@ -182,7 +184,7 @@ def test_the_connections_file_is_read_from_the_environment_too(
     monkeypatch.setenv(
         "QUEUE_AUTOSCALER_CONNECTIONS", str(write(tmp_path, "kafka: {default: {bootstrap: 'e:1'}}"))
     )
-    args = build_parser().parse_args(["run"])
+    args = build_parser().parse_args(["run", "--report-insecure", "true"])
     assert settings.controller_settings(args).connections.kafka_connection("default").bootstrap == ("e:1",)
 
 

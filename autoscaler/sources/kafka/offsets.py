@@ -13,24 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import weakref
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import structlog
-import tenacity
-from aiokafka.client import AIOKafkaClient
-from prometheus_client import CollectorRegistry, Counter
-from tenacity.stop import stop_base
+from prometheus_client import CollectorRegistry
 
 from autoscaler import connections
 from autoscaler.errors import GroupError, KafkaError, KafkaUnavailable, PartitionError
 from autoscaler.model import PartitionOffsets, TopicPartition
 from autoscaler.observability.log_events import KafkaLog
-from autoscaler.sources.kafka import broker_errors, connection, protocol
+from autoscaler.sources.kafka import broker_errors, link, protocol, retry
 from autoscaler.sources.kafka.cache import ClusterCache, FetchSpec, Layout
+from autoscaler.sources.kafka.retry import ReaderSettings as ReaderSettings
 
 log = structlog.get_logger(__name__)
 
@@ -49,74 +46,6 @@ class GroupQuery:
 
 ReadResult = dict[GroupQuery, GroupOffsets | KafkaError]
 """Each query's partitions, sorted by topic and partition, or the error that affected only that query."""
-
-
-@dataclass(frozen=True, slots=True)
-class ReaderSettings:
-    """Tunables of an OffsetReader; times in seconds.
-
-    ``retry_budget`` bounds the retrying of one read: no retry starts later than this after the read began
-    (about half the default 1 s tick). ``missing_topic_recheck`` is how long "topic does not exist" is
-    believed before asking again. A refused connection (credentials, certificate) is tried again after
-    ``refused_backoff``, doubling up to ``refused_backoff_max``, or at once when its files change.
-    """
-
-    request_timeout: float = 2.0
-    retry_budget: float = 0.5
-    retry_attempts: int = 3
-    retry_backoff: float = 0.05
-    metadata_max_age: float = 60.0
-    missing_topic_recheck: float = 5.0
-    read_committed: bool = False
-    client_id: str = "queue-autoscaler"
-    refused_backoff: float = 2.0
-    refused_backoff_max: float = 60.0
-
-
-_REQUEST_COUNTERS: weakref.WeakKeyDictionary[CollectorRegistry, Counter] = weakref.WeakKeyDictionary()
-
-
-def _requests_counter(registry: CollectorRegistry) -> Counter:
-    """One counter per registry, shared by every reader that reports to it."""
-    counter = _REQUEST_COUNTERS.get(registry)
-    if counter is None:
-        counter = Counter(
-            "queue_autoscaler_kafka_requests_total",
-            "Requests sent to Kafka brokers by the offset reader, by API.",
-            ["api"],
-            registry=registry,
-        )
-        _REQUEST_COUNTERS[registry] = counter
-    return counter
-
-
-class _Unsettled(Exception):
-    """Some groups or partitions still have a retriable error: try again within the budget."""
-
-
-class _StopAt(stop_base):
-    """Stops before a retry whose backoff would end past the read's deadline."""
-
-    def __init__(self, deadline: float, clock: Callable[[], float]) -> None:
-        self._deadline = deadline
-        self._clock = clock
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
-        return self._clock() + retry_state.upcoming_sleep >= self._deadline
-
-
-def _retriable(exc: BaseException) -> bool:
-    return isinstance(exc, _Unsettled) or (isinstance(exc, KafkaError) and exc.retriable)
-
-
-@dataclass(frozen=True, slots=True)
-class _Refused:
-    """The broker refused the connection's credentials or certificate: the error, until when it stands."""
-
-    error: KafkaError
-    stamp: tuple[object, ...]
-    retry_at: float
-    backoff: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,16 +101,20 @@ class OffsetReader:
         self.connection = _as_connection(target)
         self.bootstrap = self.connection.bootstrap_servers
         self.settings = settings if settings is not None else ReaderSettings()
-        self.requests_by_api: collections.Counter[str] = collections.Counter()
-        self._metric = _requests_counter(registry if registry is not None else CollectorRegistry())
-        self._client: Any = None
-        self._stamp: tuple[object, ...] = ()
-        self._refused: _Refused | None = None
-        self._closed = False
         self._lock = asyncio.Lock()
         self._cache = ClusterCache(self.settings.metadata_max_age, self.settings.missing_topic_recheck)
-        self._where = connection.describe(self.connection)
         self._log = log.bind(connection=self.connection.name, bootstrap=self.bootstrap)
+        self._link = link.Link(
+            self.connection,
+            settings=self.settings,
+            registry=registry if registry is not None else CollectorRegistry(),
+            on_reconnect=self._cache.clear,
+            log=self._log,
+        )
+
+    @property
+    def requests_by_api(self) -> collections.Counter[str]:
+        return self._link.requests_by_api
 
     async def __aenter__(self) -> OffsetReader:
         return self
@@ -193,14 +126,7 @@ class OffsetReader:
 
     async def close(self) -> None:
         async with self._lock:
-            self._closed = True
-            await self._drop_client()
-
-    async def _drop_client(self) -> None:
-        client, self._client = self._client, None
-        self._cache.clear()
-        if client is not None:
-            await client.close()
+            await self._link.close()
 
     async def read(self, *, queries: Sequence[GroupQuery]) -> ReadResult:
         """Offsets of every query's partitions, those without a committed offset included (committed None).
@@ -213,9 +139,9 @@ class OffsetReader:
         if not wanted:
             return {}
         async with self._lock:
-            deadline = self._now() + self.settings.retry_budget
-            await self._connect(deadline)
-            self._cache.forget_unused({q.group for q in wanted}, self._now())
+            deadline = retry.now() + self.settings.retry_budget
+            await self._link.connect(deadline)
+            self._cache.forget_unused({q.group for q in wanted}, retry.now())
             before = collections.Counter(self.requests_by_api)
             result = await self._read(wanted, deadline)
             self._log.debug(
@@ -336,11 +262,11 @@ class OffsetReader:
     async def _locate(self, groups: Sequence[str]) -> dict[str, KafkaError | str | None]:
         """One FindCoordinator for all these groups: None (located), a retriable reason, or the group's
         error. A transport failure means the cluster is unreachable and raises."""
-        reply = await self._send(
-            self._any_node(), protocol.FindCoordinatorRequest(groups), api="FindCoordinator"
+        reply = await self._link.send(
+            self._link.any_node(), protocol.FindCoordinatorRequest(groups), api="FindCoordinator"
         )
         found = protocol.decode_find_coordinator(reply)
-        self._learn_brokers(
+        self._link.learn_brokers(
             (protocol.Broker(c.node_id, c.host, c.port, None) for c in found if not c.error_code),
             complete=False,
         )
@@ -359,7 +285,7 @@ class OffsetReader:
         self, node: int, groups: Mapping[str, Mapping[str, Sequence[int]] | None]
     ) -> tuple[protocol.GroupCommitted, ...] | KafkaUnavailable:
         try:
-            reply = await self._send(node, protocol.OffsetFetchRequest(groups), api="OffsetFetch")
+            reply = await self._link.send(node, protocol.OffsetFetchRequest(groups), api="OffsetFetch")
         except KafkaUnavailable as exc:
             return exc
         return protocol.decode_offset_fetch(reply)
@@ -428,7 +354,7 @@ class OffsetReader:
             by_topic[tp.topic].append(tp.partition)
         request = protocol.ListOffsetsRequest(by_topic, timestamp=timestamp, isolation_level=isolation)
         try:
-            reply = await self._send(node, request, api="ListOffsets")
+            reply = await self._link.send(node, request, api="ListOffsets")
         except KafkaUnavailable as exc:
             return exc
         return protocol.decode_list_offsets(reply)
@@ -439,143 +365,19 @@ class OffsetReader:
 
     async def _refresh_metadata(self, topics: Collection[str]) -> bool:
         """One Metadata request for the topics not fresh in the cache; True when none is left to retry."""
-        stale = self._cache.stale(topics, self._now())
+        stale = self._cache.stale(topics, retry.now())
         if not stale:
             return True
-        reply = await self._send(self._any_node(), protocol.metadata_request(stale), api="Metadata")
+        reply = await self._link.send(self._link.any_node(), protocol.metadata_request(stale), api="Metadata")
         cluster = protocol.decode_metadata(reply)
-        self._learn_brokers(cluster.brokers, complete=True)
-        now = self._now()
+        self._link.learn_brokers(cluster.brokers, complete=True)
+        now = retry.now()
         self._cache.store_metadata(cluster, now)
         self._log.debug(KafkaLog.METADATA_REFRESHED, topics=stale)
         return not self._cache.stale(stale, now)
 
     async def _until_settled(self, attempt: Callable[[], Awaitable[bool]], deadline: float) -> None:
-        """Repeats ``attempt`` while it reports retriable leftovers, within the read's retry policy.
-
-        Retriable KafkaErrors raised by ``attempt`` are retried too and re-raised once the policy gives up.
-        """
-        try:
-            async for trial in self._retrying(deadline):
-                with trial:
-                    if not await attempt():
-                        raise _Unsettled
-        except _Unsettled:
-            return
-
-    def _retrying(self, deadline: float) -> tenacity.AsyncRetrying:
-        s = self.settings
-        return tenacity.AsyncRetrying(
-            stop=tenacity.stop_after_attempt(s.retry_attempts) | _StopAt(deadline, self._now),
-            wait=tenacity.wait_exponential(multiplier=s.retry_backoff, max=s.retry_budget),
-            retry=tenacity.retry_if_exception(_retriable),
-            before_sleep=self._log_retry,
-            reraise=True,
-        )
-
-    def _log_retry(self, retry_state: tenacity.RetryCallState) -> None:
-        outcome = retry_state.outcome
-        exc = None if outcome is None else outcome.exception()
-        self._log.debug(
-            KafkaLog.REQUEST_RETRIED,
-            attempt=retry_state.attempt_number,
-            sleep=retry_state.upcoming_sleep,
-            error=repr(exc),
-        )
-
-    async def _connect(self, deadline: float) -> None:
-        """A client built from the connection's files as they are now; a changed file rebuilds it."""
-        if self._closed:
-            raise KafkaError(f"{self._where}: the offset reader is closed")
-        stamp = connection.stamp(self.connection)
-        if self._client is not None and stamp == self._stamp:
-            return
-        if self._client is not None:
-            self._log.info(KafkaLog.CONNECTION_RENEWED, detail="credential or certificate files changed")
-            await self._drop_client()
-        refused = self._refused
-        if refused is not None and refused.stamp == stamp and self._now() < refused.retry_at:
-            raise refused.error
-        opts = connection.options(self.connection)
-
-        async def attempt() -> bool:
-            client = AIOKafkaClient(
-                bootstrap_servers=self.bootstrap,
-                client_id=self.settings.client_id,
-                request_timeout_ms=int(self.settings.request_timeout * 1000),
-                retry_backoff_ms=int(self.settings.retry_backoff * 1000),
-                # Our own metadata cache decides when to refresh; the client's timer would only add requests.
-                metadata_max_age_ms=24 * 3600 * 1000,
-                **opts.kwargs,
-            )
-            self._count("Metadata")  # bootstrap asks for the broker list
-            try:
-                await client.bootstrap()
-            except broker_errors.TRANSLATED as exc:
-                await client.close()
-                await self._refusal(opts, exc)
-                raise broker_errors.translate(exc, f"{self._where}: bootstrap") from exc
-            except BaseException:
-                await client.close()
-                raise
-            self._client = client
-            return True
-
-        await self._until_settled(attempt, deadline)
-        self._stamp, self._refused = opts.stamp, None
-
-    async def _refusal(self, opts: connection.Options, exc: BaseException) -> None:
-        """When the broker refuses the credentials or certificate: raise that, and back off."""
-        reason = await connection.diagnose(
-            self.connection, opts, client_id=self.settings.client_id, timeout=self.settings.request_timeout
-        )
-        if reason is None:
-            return
-        previous = self._refused
-        backoff = (
-            self.settings.refused_backoff
-            if previous is None or previous.stamp != opts.stamp
-            else min(previous.backoff * 2, self.settings.refused_backoff_max)
-        )
-        error = KafkaError(f"{self._where}: {reason}")
-        self._refused = _Refused(error, opts.stamp, self._now() + backoff, backoff)
-        self._log.warning(KafkaLog.CONNECTION_REFUSED, reason=reason, retry_in=backoff)
-        raise error from exc
-
-    def _any_node(self) -> int | str:
-        """A broker for requests any broker answers (aiokafka names bootstrap-only nodes by strings)."""
-        node: int | str | None = self._client.get_random_node()
-        if node is None:
-            raise KafkaUnavailable(f"{self._where}: no broker known")
-        return node
-
-    def _learn_brokers(self, brokers: Iterable[protocol.Broker], *, complete: bool) -> None:
-        """Tells aiokafka's client where node ids live; ``complete``: these are all the brokers."""
-        cluster = self._client.cluster
-        known = {
-            b.nodeId: protocol.Broker(b.nodeId, b.host, b.port, b.rack)
-            for b in cluster.brokers()
-            if isinstance(b.nodeId, int)
-        }
-        merged = {} if complete else dict(known)
-        merged.update((b.node_id, b) for b in brokers)
-        if merged and merged != known:
-            cluster.update_metadata(protocol.brokers_only_metadata([merged[n] for n in sorted(merged)]))
-
-    def _count(self, api: str) -> None:
-        self.requests_by_api[api] += 1
-        self._metric.labels(api=api).inc()
-
-    async def _send(self, node: int | str, request: object, *, api: str) -> Any:
-        self._count(api)
-        try:
-            return await self._client.send(node, request)
-        except broker_errors.TRANSLATED as exc:
-            raise broker_errors.translate(exc, f"{self._where}: {api} to node {node}") from exc
-
-    @staticmethod
-    def _now() -> float:
-        return asyncio.get_running_loop().time()
+        await retry.until_settled(attempt, deadline, settings=self.settings, log=self._log)
 
 
 def _rows(

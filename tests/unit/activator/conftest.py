@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from autoscaler.activator import routing, server
 from autoscaler.model import TargetKey
+from autoscaler.policy.annotations import PREFIX
 from tests.unit.activator import helpers
 
 ORDERS = TargetKey("shop", "orders")
@@ -44,8 +45,8 @@ class Stack:
 
     def route(self, target: TargetKey = ORDERS, **annotations: str) -> routing.Route:
         """Routes ``target`` with service 'svc', port 8080 and the given annotations (dashes as '_')."""
-        merged = {routing.HTTP_SERVICE: "svc", routing.HTTP_PORT: "8080"}
-        merged.update({routing.PREFIX + key.replace("_", "-"): value for key, value in annotations.items()})
+        merged = {PREFIX + "http-service": "svc", PREFIX + "http-port": "8080"}
+        merged.update({PREFIX + key.replace("_", "-"): value for key, value in annotations.items()})
         route = self.activator.apply_deployment(
             namespace=target.namespace, name=target.name, annotations=merged
         )
@@ -84,7 +85,7 @@ async def make_stack(**options: Any) -> AsyncIterator[Stack]:
     activator = server.Activator(registry=registry, poker=pokes, **options)
     try:
         async with (
-            helpers.running(server.build_app(activator), **server.RUNNER_OPTIONS) as port,
+            helpers.serving(server.build_server(activator)) as port,
             aiohttp.ClientSession(auto_decompress=False) as client,
         ):
             yield Stack(activator=activator, registry=registry, pokes=pokes, port=port, client=client)

@@ -29,6 +29,20 @@ async def running(app: web.Application, **runner_options: Any) -> AsyncIterator[
         await runner.cleanup()
 
 
+@asynccontextmanager
+async def serving(server: web.Server) -> AsyncIterator[int]:
+    """Serves a low-level ``server`` (``server.build_server(...)``) on 127.0.0.1; yields the port."""
+    runner = web.ServerRunner(server, shutdown_timeout=2.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port: int = runner.addresses[0][1]
+        yield port
+    finally:
+        await runner.cleanup()
+
+
 @dataclass(frozen=True, slots=True)
 class Seen:
     """One request as a pod received it."""

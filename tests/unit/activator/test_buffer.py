@@ -27,7 +27,6 @@ def route(*, max_pending: int = 10, timeout: float = 60.0) -> routing.Route:
         target=T,
         service="orders",
         port=80,
-        hosts=frozenset({"orders.shop"}),
         max_pending=max_pending,
         activation_timeout=timeout,
     )
@@ -109,9 +108,7 @@ async def test_close_all_ends_every_wait_and_refuses_new_ones() -> None:
     with gate.hold(T) as first, gate.hold(other) as second:
         tasks = [
             asyncio.create_task(gate.lease(first, route(), on_cold=cold.append)),
-            asyncio.create_task(
-                gate.lease(second, routing.Route(other, "p", 80, frozenset()), on_cold=cold.append)
-            ),
+            asyncio.create_task(gate.lease(second, routing.Route(other, "p", 80), on_cold=cold.append)),
         ]
         await asyncio.sleep(0)
         gate.close_all("stopping")

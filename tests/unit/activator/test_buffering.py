@@ -12,6 +12,7 @@ from aiohttp import web
 
 from autoscaler.activator import buffer, endpoints
 from autoscaler.model import TargetConcurrency, TargetKey
+from autoscaler.observability.log_events import ActivatorLog
 from tests.unit.activator import helpers
 from tests.unit.activator.conftest import ORDERS, Answer, Stack, make_stack
 
@@ -58,7 +59,7 @@ async def test_the_first_request_at_zero_pokes_the_reporter_and_is_reported_cold
             ORDERS: TargetConcurrency(in_flight=0, queued=3, started=3, peak=3)
         }
         assert stack.sample("queue_autoscaler_activator_pending_requests") == 3.0
-        cold_logs = [entry for entry in logs if entry["event"].startswith("cold start")]
+        cold_logs = [entry for entry in logs if entry["event"] == ActivatorLog.COLD_START_BEGAN]
         assert len(cold_logs) == 1
         assert cold_logs[0]["namespace"] == "shop"
         assert cold_logs[0]["deployment"] == "orders"
@@ -126,7 +127,7 @@ async def test_a_refused_connection_is_retried_once_on_a_ready_endpoint(stack: S
         with structlog.testing.capture_logs() as logs:
             answers = [await stack.send() for _ in range(4)]
         assert [answer.status for answer in answers] == [200] * 4
-        retries = [entry for entry in logs if "retrying once" in entry["event"]]
+        retries = [entry for entry in logs if entry["event"] == ActivatorLog.UPSTREAM_RETRIED]
         assert retries
         assert all(entry["deployment"] == "orders" for entry in retries)
         stack.activator.endpoints.update(ORDERS, [refusing])
@@ -308,8 +309,11 @@ async def test_a_target_at_max_replicas_gets_no_wake_up_share(stack: Stack) -> N
     assert Counter(answer.status for answer in answers) == {200: 25}
 
 
-async def test_a_cold_request_refused_by_max_pending_zero_still_wakes_the_target(stack: Stack) -> None:
-    stack.route(max_pending="0")
+async def test_a_cold_request_refused_by_a_full_queue_still_wakes_the_target(stack: Stack) -> None:
+    stack.route(max_pending="1", activation_timeout="500ms")
+    first = asyncio.create_task(stack.send())
+    await helpers.eventually(lambda: stack.activator.buffer.queued(ORDERS) == 1)
     answer = await stack.send()
     assert answer.status == 503
-    assert stack.pokes.targets == [ORDERS]
+    assert stack.pokes.targets == [ORDERS, ORDERS]
+    assert (await first).status == 504

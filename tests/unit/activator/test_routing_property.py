@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from yarl import URL
 
-from autoscaler.activator import proxy, routing, server
+from autoscaler.activator import proxy, server
 from autoscaler.model import TargetKey
+from autoscaler.policy.annotations import PREFIX
 from tests.unit.activator import helpers
 from tests.unit.activator.conftest import ORDERS
 
@@ -100,27 +101,27 @@ async def guarded() -> AsyncIterator[Guarded]:
         namespace="shop",
         name="orders",
         annotations={
-            routing.HTTP_SERVICE: "orders",
-            routing.HTTP_PORT: "8080",
-            routing.HTTP_HOST: "orders.example.com",
-            routing.ACTIVATION_TIMEOUT: "1s",
+            PREFIX + "http-service": "orders",
+            PREFIX + "http-port": "8080",
+            PREFIX + "http-host": "orders.example.com",
+            PREFIX + "activation-timeout": "1s",
         },
     )
     activator.apply_deployment(
         namespace="shop",
         name="events",
         annotations={
-            routing.HTTP_SERVICE: "events",
-            routing.HTTP_PORT: "8080",
-            routing.ACTIVATION_TIMEOUT: "1s",
-            routing.CLOUDEVENTS: "true",
-            routing.CLOUDEVENTS_TYPES: "com.example.started,com.example.done",
+            PREFIX + "http-service": "events",
+            PREFIX + "http-port": "8080",
+            PREFIX + "activation-timeout": "1s",
+            PREFIX + "cloudevents": "true",
+            PREFIX + "cloudevents-types": "com.example.started,com.example.done",
         },
     )
     try:
         async with (
             helpers.pods(2) as (pod, decoy),
-            helpers.running(server.build_app(activator), **server.RUNNER_OPTIONS) as port,
+            helpers.serving(server.build_server(activator)) as port,
         ):
             activator.endpoints.update(ORDERS, [pod.address])
             activator.endpoints.update(EVENTS, [pod.address])

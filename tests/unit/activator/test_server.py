@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiohttp
 import pytest
@@ -14,8 +13,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from autoscaler import errors
-from autoscaler.activator import proxy, routing, server
+from autoscaler.activator import proxy, server, serving
 from autoscaler.model import ConcurrencyReport, TargetConcurrency
+from autoscaler.policy.annotations import PREFIX
 from tests.unit.activator import helpers
 from tests.unit.activator.conftest import ORDERS, Stack, make_stack
 
@@ -129,11 +129,11 @@ async def test_serve_reports_cold_starts_exposes_metrics_and_drains_on_stop() ->
     controller_app = web.Application()
     controller_app.router.add_post("/concurrency", controller)
     activator = server.Activator(registry=CollectorRegistry())
-    listening: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+    listening: asyncio.Future[serving.Listening] = asyncio.get_running_loop().create_future()
     stop = asyncio.Event()
     async with helpers.running(controller_app) as controller_port, helpers.pods(1) as (pod,):
-        serving = asyncio.create_task(
-            server.serve(
+        served = asyncio.create_task(
+            serving.serve(
                 activator=activator,
                 stop=stop,
                 host="127.0.0.1",
@@ -147,22 +147,23 @@ async def test_serve_reports_cold_starts_exposes_metrics_and_drains_on_stop() ->
                 on_listening=listening.set_result,
             )
         )
-        (proxy_address, admin_address) = await asyncio.wait_for(listening, 5)
+        bound = await asyncio.wait_for(listening, 5)
+        (proxy_port,), (admin_port,) = bound.proxy_ports, bound.admin_ports
         activator.apply_deployment(
             namespace="shop",
             name="orders",
-            annotations={routing.HTTP_SERVICE: "orders", routing.HTTP_PORT: "8080"},
+            annotations={PREFIX + "http-service": "orders", PREFIX + "http-port": "8080"},
         )
         async with aiohttp.ClientSession() as client:
             request = asyncio.create_task(
-                client.get(f"http://127.0.0.1:{proxy_address[1]}/", headers={"Host": "orders.shop"})
+                client.get(f"http://127.0.0.1:{proxy_port}/", headers={"Host": "orders.shop"})
             )
             authorization, report = await asyncio.wait_for(reports.get(), 5)
             assert authorization == "Bearer t0ken"
             assert report.activator == "activator-7"
             assert report.cold == {ORDERS}
             assert report.targets == {ORDERS: TargetConcurrency(in_flight=0, queued=1, started=1, peak=1)}
-            admin = f"http://127.0.0.1:{admin_address[1]}"
+            admin = f"http://127.0.0.1:{admin_port}"
             async with client.get(f"{admin}/metrics") as response:
                 text = await response.text()
             assert (
@@ -175,14 +176,14 @@ async def test_serve_reports_cold_starts_exposes_metrics_and_drains_on_stop() ->
             async with await request as response:
                 assert response.status == 200
         stop.set()
-        result = await asyncio.wait_for(serving, 10)
+        result = await asyncio.wait_for(served, 10)
     assert result == server.DrainResult(left=0, timed_out=False)
     assert activator.poker is None
 
 
 async def test_readyz_fails_while_draining(stack: Stack) -> None:
     async with (
-        helpers.running(server.build_admin_app(stack.activator)) as port,
+        helpers.running(serving.build_admin_app(stack.activator)) as port,
         aiohttp.ClientSession() as client,
     ):
         await stack.activator.drain(timeout=1)
@@ -198,14 +199,14 @@ async def test_invalid_annotations_raise_and_leave_the_route_as_it_was(stack: St
         stack.activator.apply_deployment(
             namespace="shop",
             name="orders",
-            annotations={routing.HTTP_SERVICE: "svc", routing.HTTP_PORT: "x y"},
+            annotations={PREFIX + "http-service": "svc", PREFIX + "http-port": "x y"},
         )
-    assert [problem.key for problem in caught.value.problems] == [routing.HTTP_PORT]
+    assert [problem.key for problem in caught.value.problems] == ["http-port"]
     assert stack.activator.routes.get(ORDERS) == before
 
 
 async def test_stop_on_signals_sets_the_event_when_the_signal_arrives() -> None:
-    stop = server.stop_on_signals(signal.SIGUSR1)
+    stop = serving.stop_on_signals(signal.SIGUSR1)
     try:
         os.kill(os.getpid(), signal.SIGUSR1)
         await asyncio.wait_for(stop.wait(), 5)

@@ -31,6 +31,7 @@ class Info:
     uid: str
     annotations: Mapping[str, str]
     replicas: int
+    ready_replicas: int = 0
 
 
 @dataclass
@@ -564,3 +565,77 @@ async def test_steady_light_http_traffic_never_scales_to_zero_between_requests()
 
     assert scaler.patches == [(key, 0)]
     assert [e[2] for e in scaler.events] == ["ScaledToZero"]
+
+
+# --- what the metrics and Events say about a target --------------------------------------------------------
+
+
+async def test_a_deployment_that_loses_every_source_annotation_is_dropped_with_an_event_and_no_series() -> (
+    None
+):
+    targets, lag = FakeTargets(), FakeLag()
+    scaler = FakeScaler(targets)
+    key = targets.put("w", 2, kafka_group="g", max_replicas="5")
+    lag.partitions["g"] = lagging("t", [0, 0])
+    loop, registry = make_loop(targets, lag, scaler)
+    labels = {"namespace": "ns", "deployment": "w"}
+
+    with capture_logs() as logs:
+        async with running(loop):
+            await until(0.5)
+            assert registry.get_sample_value("queue_autoscaler_desired_replicas", labels) == 2
+            targets.put("w", 2, max_replicas="5")  # kafka-group removed, another annotation kept
+            await until(3.5)
+
+    assert key not in loop.known_targets
+    assert [(e[1], e[2], e[3]) for e in scaler.events] == [
+        ("Normal", "NoLongerATarget", "no longer a target: no source annotation; replicas left as they are")
+    ]
+    assert [e["event"] for e in logs if e["event"] == ControlLog.TARGET_DROPPED] == [
+        ControlLog.TARGET_DROPPED
+    ]
+    for name in ("queue_autoscaler_desired_replicas", "queue_autoscaler_current_replicas"):
+        assert registry.get_sample_value(name, labels) is None
+    assert registry.get_sample_value("queue_autoscaler_source_up", {**labels, "source": "kafka"}) is None
+    assert scaler.patches == []
+
+
+async def test_unreadable_lag_has_no_lag_series_and_its_source_is_down_until_it_returns() -> None:
+    targets, lag = FakeTargets(), FakeLag()
+    scaler = FakeScaler(targets)
+    targets.put("w", 2, kafka_group="g", lag_per_replica="10")
+    lag.partitions["g"] = lagging("t", [7, 0])
+    loop, registry = make_loop(targets, lag, scaler)
+    labels = {"namespace": "ns", "deployment": "w"}
+    kafka = {**labels, "source": "kafka"}
+
+    async with running(loop):
+        await until(0.5)
+        assert registry.get_sample_value("queue_autoscaler_lag", labels) == 7
+        assert registry.get_sample_value("queue_autoscaler_source_up", kafka) == 1
+        lag.partitions["g"] = errors.KafkaUnavailable("broker down")
+        await until(1.5)
+        assert registry.get_sample_value("queue_autoscaler_lag", labels) is None
+        assert registry.get_sample_value("queue_autoscaler_source_up", kafka) == 0
+        lag.partitions["g"] = lagging("t", [3, 0])
+        await until(2.5)
+
+    assert registry.get_sample_value("queue_autoscaler_lag", labels) == 3
+    assert registry.get_sample_value("queue_autoscaler_source_up", kafka) == 1
+
+
+async def test_an_http_target_without_reports_has_its_http_source_down() -> None:
+    targets, lag = FakeTargets(), FakeLag()
+    scaler = FakeScaler(targets)
+    key = targets.put("web", 1, http_service="web")
+    loop, registry = make_loop(targets, lag, scaler)
+    http = {"namespace": "ns", "deployment": "web", "source": "http"}
+
+    async with running(loop):
+        await until(0.5)
+        assert registry.get_sample_value("queue_autoscaler_source_up", http) == 0
+        loop.report(ConcurrencyReport("a1", {key: TargetConcurrency(in_flight=1, queued=0)}))
+        await until(1.5)
+
+    assert registry.get_sample_value("queue_autoscaler_source_up", http) == 1
+    assert registry.get_sample_value("queue_autoscaler_lag", {"namespace": "ns", "deployment": "web"}) is None

@@ -87,7 +87,7 @@ def test_all_slices_of_a_service_merge_and_ready_slices_win_a_port_disagreement(
         ],
     )
     assert merged == ServiceEndpoints(
-        "ns", "web", frozenset({"10.0.0.1", "fd00::1"}), {"http": 8080, "": 7000}
+        "ns", "web", frozenset({"10.0.0.1", "fd00::1"}), {"http": 8080, "": 7000}, frozenset({"10.0.0.9"})
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from autoscaler.kube import targets, watch
 from autoscaler.model import TargetKey
 from tests.unit.kube.fakes import deployment
@@ -32,6 +34,14 @@ def test_a_deployment_parses_into_its_key_counts_and_only_the_prefixed_annotatio
     )
     assert parsed.is_target
     assert hash(parsed) == hash(targets.parse_deployment(obj))
+
+
+def test_a_deployments_creation_timestamp_is_kept_and_a_malformed_one_is_none() -> None:
+    obj = deployment("web", "1")
+    obj["metadata"]["creationTimestamp"] = "2026-11-26T12:00:00Z"
+    assert targets.parse_deployment(obj).created == datetime(2026, 11, 26, 12, tzinfo=UTC)
+    obj["metadata"]["creationTimestamp"] = "yesterday"
+    assert targets.parse_deployment(obj).created is None
 
 
 def test_a_deployment_without_ready_replicas_has_zero_and_one_without_annotations_is_no_target() -> None:

@@ -101,6 +101,7 @@ def test_the_key_table_covers_every_policy_field() -> None:
         ("paused", "true", "paused", True),
         ("http-service", "web-api", "http_service", "web-api"),
         ("http-port", "8080", "http_port", 8080),
+        ("http-port", "http-alt", "http_port", "http-alt"),
         ("http-host", "Orders.Example.com", "http_host", "orders.example.com"),
         ("concurrency-per-replica", "4", "concurrency_per_replica", 4),
         ("max-pending", "50", "max_pending", 50),
@@ -115,7 +116,8 @@ def test_the_key_table_covers_every_policy_field() -> None:
     ],
 )
 def test_each_key_parses_into_its_typed_value(key: str, value: str, attribute: str, expected: object) -> None:
-    parsed = parse({P + "kafka-group": "g", P + key: value})
+    needs = {P + "cloudevents": "true"} if key == "cloudevents-types" else {}
+    parsed = parse({P + "kafka-group": "g", P + key: value, **needs})
     assert getattr(parsed, attribute) == expected
 
 
@@ -166,8 +168,14 @@ def test_values_are_read_without_surrounding_whitespace() -> None:
             "Web",
             "a Service name: lowercase letters, digits and '-', starting with a letter, at most 63",
         ),
-        ("http-port", "0", "an integer > 0"),
-        ("http-port", "65536", "an integer from 1 to 65535"),
+        ("http-port", "0", "a port number from 1 to 65535 (or a Service port name)"),
+        ("http-port", "65536", "a port number from 1 to 65535 (or a Service port name)"),
+        (
+            "http-port",
+            "web--port",
+            "a port number from 1 to 65535 or a Service port name (at most 15 lowercase letters, digits "
+            "and '-', with a letter, no '--')",
+        ),
         ("http-host", "bad_host.example.com", "a DNS host name such as worker.example.com"),
         ("concurrency-per-replica", "0", "an integer > 0"),
         ("max-pending", "0", "an integer > 0"),

@@ -10,7 +10,7 @@ import pytest
 from autoscaler.errors import PolicyError
 from autoscaler.model import TopicPartition
 from autoscaler.policy.decide import DecisionState
-from autoscaler.policy.document import DocumentError, decide_document, state_from_json, state_to_json
+from autoscaler.policy.document import DocumentError, decide_document, load, state_from_json, state_to_json
 from tests.unit.policy.builders import NOW, P
 
 
@@ -196,3 +196,46 @@ def test_decision_state_round_trips_through_json() -> None:
 
 def test_an_empty_state_object_is_the_initial_state() -> None:
     assert state_from_json({}) == DecisionState.initial(None)
+
+
+def test_a_kafka_target_without_partitions_is_an_error_and_null_says_unreadable() -> None:
+    doc = document()
+    del doc["partitions"]
+    with pytest.raises(DocumentError, match="partitions: required for a Kafka target"):
+        decide_document(doc, NOW)
+    answer = decide_document(document(partitions=None), NOW)
+    assert (answer["rule"], answer["desired_replicas"]) == ("hold-unreadable", 3)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"current_replica": 3},
+            r"document: unknown key 'current_replica'; did you mean 'current_replicas'\?",
+        ),
+        ({"partitions": [{"topic": "t", "partition": 0, "committed": 1, "end": 2, "strat": 0}]}, "'start'"),
+        (
+            {"state": {"idle_since": None, "histroy": []}},
+            r"state: unknown key 'histroy'; did you mean 'history'",
+        ),
+        ({"zzz": 1}, "unknown key 'zzz'; allowed: annotations, "),
+    ],
+)
+def test_unknown_keys_are_refused_with_the_closest_known_one(change: dict[str, object], message: str) -> None:
+    with pytest.raises(DocumentError, match=message):
+        decide_document(document(**change), NOW)
+
+
+@pytest.mark.parametrize("field", ["current_replicas", "concurrency", "requests_started"])
+def test_integers_beyond_int64_are_refused(field: str) -> None:
+    assert isinstance(decide_document(document(**{field: 2**63 - 1}), NOW)["desired_replicas"], int)
+    with pytest.raises(DocumentError, match=f"{field} must be an integer >= 0 and <= 9223372036854775807"):
+        decide_document(document(**{field: 2**63}), NOW)
+
+
+def test_json_nested_too_deeply_is_a_document_error_not_a_crash() -> None:
+    with pytest.raises(DocumentError, match="nested too deeply"):
+        load("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DocumentError, match="not JSON"):
+        load("{")
