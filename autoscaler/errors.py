@@ -18,10 +18,11 @@ boundary. ``retriable`` tells the tenacity retry policies whether trying again c
     │   ├── Conflict             409: read again and retry                              (retriable)
     │   ├── KubeUnavailable      API server unreachable, 429, 5xx                        (retriable)
     │   └── Forbidden            401/403: RBAC does not allow it
-    └── ActivatorError
-        ├── QueueFull            the target's pending queue is at max-pending
-        ├── ActivationTimeout    no endpoint turned ready within activation-timeout
-        └── UpstreamError        the pod did not answer
+    ├── ActivatorError
+    │   ├── QueueFull            the target's pending queue is at max-pending
+    │   ├── ActivationTimeout    no endpoint turned ready within activation-timeout
+    │   └── UpstreamError        the pod did not answer
+    └── TriggerError             an invalid Trigger; ``problems`` lists every bad field at once
 """
 
 from __future__ import annotations
@@ -134,3 +135,22 @@ class ActivationTimeout(ActivatorError):
 
 class UpstreamError(ActivatorError):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class FieldProblem:
+    """One bad field of a resource: its path (``spec.filters[0]``), and what is wrong and what is allowed."""
+
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+class TriggerError(AutoscalerError):
+    """A Trigger that cannot be used. Lists every problem at once."""
+
+    def __init__(self, problems: tuple[FieldProblem, ...]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(str(p) for p in problems))

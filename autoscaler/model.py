@@ -338,3 +338,16 @@ class Decision:
         """The readable source asking for the most replicas (the first of equals): the one that won."""
         readable = [r for r in self.readings if r.readable]
         return max(readable, key=lambda r: r.replicas).source if readable else None
+
+
+# --- the event broker's Kafka names (Knative's Kafka broker naming) ------------------------------------
+
+
+def broker_topic(namespace: str, broker: str) -> str:
+    """The Kafka topic of a Broker: ``knative-broker-<namespace>-<name>``."""
+    return f"knative-broker-{namespace}-{broker}"
+
+
+def trigger_consumer_group(namespace: str, trigger: str) -> str:
+    """The consumer group that delivers a Trigger's events: ``knative-trigger-<namespace>-<name>``."""
+    return f"knative-trigger-{namespace}-{trigger}"

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from autoscaler import errors, settings
 from autoscaler.cli import activator, controller, lag, oneshot
+from autoscaler.cli import eventing as cli_eventing
 from autoscaler.cli.oneshot import EXIT_INVALID as EXIT_INVALID
 from autoscaler.observability import logging as obs_logging
 
@@ -46,21 +47,47 @@ def build_parser() -> argparse.ArgumentParser:
         description=oneshot.DECIDE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    ingress = sub.add_parser(
+        "broker-ingress",
+        help="run the broker ingress (POST /<namespace>/<broker> writes CloudEvents to Kafka)",
+        description="Accept CloudEvents for Brokers of class queue-autoscaler and write each to the Broker's "
+        "topic knative-broker-<namespace>-<name>, answering 202 once Kafka acknowledged it.",
+    )
+    settings.add_broker_ingress_flags(ingress)
+    dispatcher = sub.add_parser(
+        "dispatcher",
+        help="run the dispatcher (delivers each Trigger's events; writes Broker and Trigger status)",
+        description="Consume each Trigger's events with its own consumer group knative-trigger-<namespace>-"
+        "<name>, filter, deliver with retries and dead-lettering, and write Broker and Trigger status.",
+    )
+    settings.add_dispatcher_flags(dispatcher)
+    sub.add_parser(
+        "match",
+        help="does a Trigger take this event, and why: JSON document on stdin, verdict on stdout",
+        description=cli_eventing.MATCH_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     lag.add_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    one_shot = args.command in ("decide", "lag")
+    one_shot = args.command in ("decide", "lag", "match")
     obs_logging.configure(log_format="console" if one_shot else "auto", level="warning")
     if one_shot:  # the command's own message says what failed; the libraries' retries are noise here
         logging.getLogger().setLevel(logging.CRITICAL)
     try:
         if args.command == "decide":
             return oneshot.cmd_decide()
+        if args.command == "match":
+            return cli_eventing.cmd_match()
         if args.command == "lag":
             return asyncio.run(lag.run(args))
+        if args.command == "broker-ingress":
+            return cli_eventing.run_broker_ingress(settings.broker_ingress_settings(args))
+        if args.command == "dispatcher":
+            return cli_eventing.run_dispatcher(settings.dispatcher_settings(args))
         if args.command == "run":
             return controller.run_controller(settings.controller_settings(args))
         return activator.run_activator(settings.activator_settings(args))

@@ -112,6 +112,7 @@ async def _controller(cfg: settings.ControllerSettings) -> int:
         sources=sources,
         interval=cfg.interval,
         is_leader=lambda: elector is None or elector.is_leader,
+        cross_namespace_hosts=cfg.cross_namespace_hosts,
     )
 
     def healthy() -> str | None:

@@ -23,7 +23,7 @@ from autoscaler.control.worker import Inputs, TargetWorker
 from autoscaler.model import ConcurrencyReport, EventReason, TargetKey
 from autoscaler.observability.log_events import ControlLog
 from autoscaler.observability.metrics import ControllerMetrics
-from autoscaler.policy import annotations
+from autoscaler.policy import annotations, hosts
 from autoscaler.policy.annotations import ScalingPolicy
 
 __all__ = ["ControlLoop", "GroupRead", "GroupResult", "LagSource", "Scaler", "TargetInfo", "TargetSource"]
@@ -75,6 +75,7 @@ class ControlLoop:
         report_freshness: float = 5.0,
         is_leader: Callable[[], bool] = lambda: True,
         wall_clock: Callable[[], datetime] = _wall_clock,
+        cross_namespace_hosts: bool = False,
     ) -> None:
         self._targets = targets
         self._lag = lag
@@ -90,6 +91,10 @@ class ControlLoop:
         # Problems last reported per target with invalid annotations. A target first seen invalid gets its
         # worker (and decision state, seeded from last-active) only once it is valid.
         self._invalid: dict[TargetKey, frozenset[errors.AnnotationProblem]] = {}
+        # http-host claims refused by host ownership (the same rules the activators route by), as last
+        # reported: the target still scales (its own host routes), the refused name is reported once.
+        self._cross_namespace_hosts = cross_namespace_hosts
+        self._refused_hosts: dict[TargetKey, errors.AnnotationProblem] = {}
         self._policies: dict[tuple[tuple[str, str], ...], ScalingPolicy | errors.PolicyError | None] = {}
         self._reports = _Reports()
         self._poked: set[TargetKey] = set()
@@ -181,12 +186,13 @@ class ControlLoop:
         for key, outcome in policies.items():
             if isinstance(outcome, errors.PolicyError):
                 self._report_invalid(snapshot[key], outcome)
+        self._report_refused_hosts(snapshot, valid)
         readings, figures = await asyncio.gather(self._read_lag(valid), self._read_sources(valid))
         for key, policy in valid.items():
             self._invalid.pop(key, None)
             reading = readings.get(key)
             failed = isinstance(reading, errors.KafkaError)
-            started, peak = self._reports.take_window(key) if policy.uses_http else (0, 0)
+            requests, peak = self._reports.take_window(key) if policy.uses_http else (0, 0)
             self._worker(key, policy).post(
                 Inputs(
                     info=snapshot[key],
@@ -195,7 +201,7 @@ class ControlLoop:
                     kafka_error=str(reading) if failed else None,
                     figures=figures.get(key, backlogs.SourceFigures()),
                     concurrency=self._concurrency(key, policy, loop_now),
-                    started=started,
+                    started=requests,
                     peak=peak,
                     tick=self.ticks,
                 )
@@ -253,6 +259,35 @@ class ControlLoop:
             except errors.PolicyError as exc:
                 self._policies[cache_key] = exc
         return self._policies[cache_key]
+
+    def _report_refused_hosts(
+        self, snapshot: Mapping[TargetKey, TargetInfo], valid: Mapping[TargetKey, ScalingPolicy]
+    ) -> None:
+        """An InvalidAnnotations Event, naming the owner, for each newly refused http-host claim."""
+        ownership = hosts.resolve(
+            (
+                hosts.Claimant(key, snapshot[key].created, policy.http_host)
+                for key, policy in valid.items()
+                if policy.uses_http
+            ),
+            cross_namespace=self._cross_namespace_hosts,
+        )
+        for key, problem in ownership.refused.items():
+            if self._refused_hosts.get(key) == problem:
+                continue
+            self._refused_hosts[key] = problem
+            self._metrics.errors.labels(EventReason.INVALID_ANNOTATIONS).inc()
+            log.warning(
+                ControlLog.HOST_REFUSED, namespace=key.namespace, deployment=key.name, problem=str(problem)
+            )
+            self._send_event(
+                snapshot[key],
+                type="Warning",
+                reason=EventReason.INVALID_ANNOTATIONS,
+                message=f"http-host not routed to this Deployment: {problem}",
+            )
+        for key in [k for k in self._refused_hosts if k not in ownership.refused]:
+            del self._refused_hosts[key]
 
     def _forget_deleted(self, snapshot: Mapping[TargetKey, TargetInfo]) -> None:
         for key in [k for k in self._invalid if k not in snapshot]:

@@ -158,7 +158,7 @@ class TargetWorker:
             lag=decision.total_lag if kafka_read else None,
             concurrency=concurrency,
             active=decision.active,
-            sources_up={str(r.source): r.readable for r in decision.readings},
+            sources_up=tuple((r.source.value, r.error is None) for r in decision.readings),
         )
         previous = self.last_decision
         if previous is None or (previous.desired_replicas, previous.rule) != (

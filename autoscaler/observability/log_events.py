@@ -26,6 +26,7 @@ class ControlLog:
     EVENT_FAILED: Final = "control.event.failed"
     WORKERS_DRAINING: Final = "control.workers.draining"
     REPORT_INSECURE: Final = "control.report.insecure"
+    HOST_REFUSED: Final = "control.host.refused"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -107,6 +108,20 @@ class EventingLog:
     """eventing/: the broker ingress, the dispatcher, Broker and Trigger reconciling."""
 
     PREFIX: Final = "eventing"
+    TOPIC_CREATED: Final = "eventing.topic.created"
+    INGRESS_PRODUCE_FAILED: Final = "eventing.produce.failed"
+    INGRESS_LISTENING: Final = "eventing.ingress.listening"
+    DISPATCHER_STARTED: Final = "eventing.dispatcher.started"
+    TRIGGER_STARTED: Final = "eventing.trigger.started"
+    TRIGGER_STOPPED: Final = "eventing.trigger.stopped"
+    TRIGGER_FAILED: Final = "eventing.trigger.failed"
+    DELIVERY_FAILED: Final = "eventing.delivery.failed"
+    DELIVERY_DEAD_LETTERED: Final = "eventing.delivery.dead-lettered"
+    DEAD_LETTER_FAILED: Final = "eventing.dead-letter.failed"
+    REPLY_DROPPED: Final = "eventing.reply.dropped"
+    COMMIT_FAILED: Final = "eventing.commit.failed"
+    STATUS_WRITTEN: Final = "eventing.status.written"
+    STATUS_FAILED: Final = "eventing.status.failed"
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -58,7 +57,7 @@ class ControllerMetrics:
         self.ticks = Counter("queue_autoscaler_ticks", "Ticks run (as leader or not)", registry=registry)
         self.tick_seconds = Histogram(
             "queue_autoscaler_tick_duration_seconds",
-            "Duration of one tick: batched lag read plus every decision",
+            "Duration of one tick: the batched lag reads and posting each target's reading to its worker",
             registry=registry,
             buckets=_FAST_BUCKETS,
         )
@@ -81,6 +80,7 @@ class ControllerMetrics:
         )
         self._children: dict[TargetKey, tuple[Gauge, ...]] = {}
         self._lag_children: dict[TargetKey, Gauge] = {}
+        self._last: dict[TargetKey, tuple[object, ...]] = {}  # the values last set, per target
         self._source_children: dict[TargetKey, dict[str, Gauge]] = {}
         self._target_gauges = (
             self.desired_replicas,
@@ -99,10 +99,14 @@ class ControllerMetrics:
         lag: int | None,
         concurrency: int | None,
         active: bool,
-        sources_up: Mapping[str, bool] | None = None,
+        sources_up: tuple[tuple[str, bool], ...] = (),
     ) -> None:
         """The gauges of one decision. ``lag`` None (no Kafka, or unreadable) leaves no lag series;
         ``sources_up`` says, per source the target scales on, whether it could be read."""
+        seen = (desired, current, lag, concurrency, active, sources_up)
+        if self._last.get(key) == seen:
+            return  # at 1,000 mostly idle targets, most decisions change no gauge
+        self._last[key] = seen
         children = self._children.get(key)
         if children is None:  # labels() per call costs more than the decision itself at 1,000 targets
             labels = (key.namespace, key.name)
@@ -124,7 +128,7 @@ class ControllerMetrics:
             lag_child.set(lag)
         if sources_up:
             known = self._source_children.setdefault(key, {})
-            for source, up in sources_up.items():
+            for source, up in sources_up:
                 child = known.get(source)
                 if child is None:
                     child = known[source] = self.source_up.labels(key.namespace, key.name, source)
@@ -133,6 +137,7 @@ class ControllerMetrics:
             self.concurrency.labels(key.namespace, key.name).set(concurrency)
 
     def forget_target(self, key: TargetKey) -> None:
+        self._last.pop(key, None)
         self._children.pop(key, None)
         self._lag_children.pop(key, None)
         labels = (key.namespace, key.name)

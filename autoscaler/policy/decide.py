@@ -90,19 +90,10 @@ def decide(
         history += ((now, held),)
     new_state = DecisionState(idle_since=idle_since, history=history, committed=committed, rates=measured)
 
-    decision = Decision(
-        desired_replicas=current,
-        total_lag=0 if kafka is None else kafka.backlog,
-        active=active,
-        rule=Rule.HOLD,
-        idle_since=idle_since,
-        current_replicas=current,
-        readings=readings,
-        idle_for=None if idle_since is None else now - idle_since,
-        window_max=max(max((n for _, n in history), default=0), 1),
-        scale_down_window=policy.scale_down_window,
-        scale_to_zero_after=policy.scale_to_zero_after if policy.min_replicas == 0 else None,
-    )
+    idle_for = None if idle_since is None else now - idle_since
+    # The highest count seen in the window matters only to a running target's scale-down.
+    window_max = max(max((n for _, n in history), default=0), 1) if current > 0 else 0
+    to_zero = policy.scale_to_zero_after if policy.min_replicas == 0 else None
     if policy.paused_replicas is not None:
         desired, rule = policy.paused_replicas, Rule.PAUSED_REPLICAS
     elif policy.paused:
@@ -110,15 +101,27 @@ def decide(
     elif not all_readable:
         desired, rule = _hold_on_missing_data(policy, current, raw, active)
     else:
-        desired, rule = _scale(decision, raw, active, rising=rising)
+        desired, rule = _scale(current, raw, active, idle_for, to_zero, window_max, rising=rising)
     final, final_rule = desired, rule
-    if rule not in (Rule.PAUSED, Rule.PAUSED_REPLICAS):
+    if rule is not Rule.PAUSED and rule is not Rule.PAUSED_REPLICAS:
         if desired < policy.min_replicas:
             final, final_rule = policy.min_replicas, Rule.CLAMP_MIN
         elif desired > policy.max_replicas:
             final, final_rule = policy.max_replicas, Rule.CLAMP_MAX
-    decision = replace(
-        decision, desired_replicas=final, rule=final_rule, proposed=desired, proposed_rule=rule
+    decision = Decision(
+        desired_replicas=final,
+        total_lag=0 if kafka is None else kafka.backlog,
+        active=active,
+        rule=final_rule,
+        idle_since=idle_since,
+        current_replicas=current,
+        readings=readings,
+        proposed=desired,
+        proposed_rule=rule,
+        idle_for=idle_for,
+        window_max=window_max,
+        scale_down_window=policy.scale_down_window,
+        scale_to_zero_after=to_zero,
     )
     return decision, new_state
 
@@ -260,19 +263,26 @@ def _hold_on_missing_data(policy: ScalingPolicy, current: int, raw: int, active:
     return desired, rule
 
 
-def _scale(decision: Decision, raw: int, active: bool, *, rising: bool = False) -> tuple[int, Rule]:
-    current = decision.current_replicas
+def _scale(
+    current: int,
+    raw: int,
+    active: bool,
+    idle_for: timedelta | None,
+    to_zero: timedelta | None,
+    window_max: int,
+    *,
+    rising: bool = False,
+) -> tuple[int, Rule]:
     if current == 0:
         return (max(raw, 1), Rule.ACTIVATE) if active else (0, Rule.HOLD)
-    to_zero = decision.scale_to_zero_after
-    if to_zero is not None and decision.idle_for is not None and decision.idle_for >= to_zero:
+    if to_zero is not None and idle_for is not None and idle_for >= to_zero:
         return 0, Rule.SCALE_TO_ZERO
     # While replicas run, a raw count of 0 counts as 1: only the idle timer takes a target to zero.
     wanted = max(raw, 1)
     if wanted > current:
         return wanted, Rule.SCALE_UP
-    if decision.window_max < current and not rising:
-        return decision.window_max, Rule.SCALE_DOWN_WINDOW
+    if window_max < current and not rising:
+        return window_max, Rule.SCALE_DOWN_WINDOW
     return current, Rule.HOLD
 
 

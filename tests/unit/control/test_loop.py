@@ -32,6 +32,7 @@ class Info:
     annotations: Mapping[str, str]
     replicas: int
     ready_replicas: int = 0
+    created: datetime | None = None
 
 
 @dataclass
@@ -639,3 +640,20 @@ async def test_an_http_target_without_reports_has_its_http_source_down() -> None
 
     assert registry.get_sample_value("queue_autoscaler_source_up", http) == 1
     assert registry.get_sample_value("queue_autoscaler_lag", {"namespace": "ns", "deployment": "web"}) is None
+
+
+async def test_the_tick_duration_histogram_measures_the_tick_not_the_uptime() -> None:
+    targets, lag = FakeTargets(), FakeLag()
+    scaler = FakeScaler(targets)
+    key = targets.put("web", 1, http_service="web")
+    loop, registry = make_loop(targets, lag, scaler)
+    loop.report(ConcurrencyReport("a1", {key: TargetConcurrency(0, 0, started=3, peak=1)}))
+
+    async with running(loop):
+        await until(2.5)
+
+    count = registry.get_sample_value("queue_autoscaler_tick_duration_seconds_count")
+    total = registry.get_sample_value("queue_autoscaler_tick_duration_seconds_sum")
+    assert count == 3
+    assert total is not None
+    assert 0 < total < 3600  # each tick of fakes takes far less than an hour, whatever the machine
