@@ -11,6 +11,9 @@ boundary. ``retriable`` tells the tenacity retry policies whether trying again c
     │   ├── KafkaUnavailable     broker unreachable, timeouts, coordinator moving        (retriable)
     │   ├── GroupError           one consumer group failed (e.g. GROUP_AUTHORIZATION_FAILED)
     │   └── PartitionError       one partition's offsets failed (e.g. NOT_LEADER)        (retriable)
+    ├── SourceError              a RabbitMQ / Redis / NATS read failed
+    │   ├── SourceUnavailable    server unreachable, timeouts, 5xx, management plugin absent (retriable)
+    │   └── BacklogError         one queue / stream group / consumer cannot be read: missing, no counts
     ├── KubeError
     │   ├── TargetGone           404: the Deployment no longer exists
     │   ├── Conflict             409: read again and retry                              (retriable)
@@ -83,6 +86,20 @@ class GroupError(KafkaError):
 
 class PartitionError(KafkaError):
     retriable = True
+
+
+class SourceError(AutoscalerError):
+    """A read of RabbitMQ, Redis Streams or NATS JetStream failed."""
+
+
+class SourceUnavailable(SourceError):
+    """The server (or its management / monitoring endpoint) cannot be reached or answered with an error."""
+
+    retriable = True
+
+
+class BacklogError(SourceError):
+    """One target's queue, stream group or consumer cannot be read; only targets using it hold."""
 
 
 class KubeError(AutoscalerError):

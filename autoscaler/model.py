@@ -155,6 +155,35 @@ def parse_target_key(text: object) -> TargetKey:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueCounts:
+    """One RabbitMQ queue as read in one tick: messages ready, and delivered but not acknowledged."""
+
+    queue: str
+    vhost: str
+    ready: int
+    unacked: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamBacklog:
+    """One Redis Streams consumer group as read in one tick. ``lag``: entries not yet delivered to the group
+    (None: Redis cannot tell, e.g. after XDEL); ``pending``: delivered and not acknowledged; ``length``:
+    XLEN of the stream, when asked for."""
+
+    lag: int | None
+    pending: int
+    length: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerBacklog:
+    """One NATS JetStream consumer as read in one tick: not yet delivered, delivered and not acknowledged."""
+
+    pending: int
+    ack_pending: int
+
+
+@dataclass(frozen=True, slots=True)
 class Observation:
     """What one tick saw for one target.
 
@@ -174,6 +203,13 @@ class Observation:
     requests_started: int = 0
     peak_concurrency: int = 0
     ready_replicas: int | None = None
+    # The other sources, each None when it could not be read (``*_error`` says why) or is not used.
+    rabbitmq: tuple[QueueCounts, ...] | None = None
+    rabbitmq_error: str | None = None
+    redis: StreamBacklog | None = None
+    redis_error: str | None = None
+    nats: ConsumerBacklog | None = None
+    nats_error: str | None = None
 
 
 class Rule(StrEnum):
@@ -197,6 +233,9 @@ class Source(StrEnum):
 
     KAFKA = "kafka"
     HTTP = "http"
+    RABBITMQ = "rabbitmq"
+    REDIS = "redis"
+    NATS = "nats"
 
 
 class Cap(StrEnum):
@@ -293,6 +332,12 @@ class Decision:
     @property
     def all_readable(self) -> bool:
         return all(reading.readable for reading in self.readings)
+
+    @property
+    def source(self) -> Source | None:
+        """The readable source asking for the most replicas (the first of equals): the one that won."""
+        readable = [r for r in self.readings if r.readable]
+        return max(readable, key=lambda r: r.replicas).source if readable else None
 
 
 # --- the event broker's Kafka names (Knative's Kafka broker naming) ------------------------------------

@@ -5,6 +5,14 @@
     python -m bench.load spike --base 10 --peak 1000 --at 20 --width 5 --duration 60 --topic billing
     python -m bench.load sine --mean 200 --amplitude 150 --period 60 --duration 180 --topic billing
     python -m bench.load trace --file trace.csv --topic billing --cloudevents binary
+    python -m bench.load constant --rate 50 --duration 30 --sink rabbitmq --topic orders
+    python -m bench.load step --before 0 --after 100 --at 5 --duration 30 --sink redis --topic orders
+    python -m bench.load constant --rate 50 --duration 30 --sink nats --topic orders.new
+
+``--sink rabbitmq|redis|nats`` sends the same records to a RabbitMQ queue (declared when missing, publisher
+confirms), a Redis stream (XADD, one pipelined round trip per tick) or a NATS JetStream subject (a stream
+must capture it; every publish awaits its ack) named by ``--topic``, at ``--url`` (default: the devstack's
+server). CloudEvents modes and keys are Kafka's only.
 
 A profile maps the seconds since the start to a rate in records per second. The producer sends, every tick
 (50 ms), the records that the integral of the rate says are due, so the records sent follow the profile
@@ -49,6 +57,9 @@ from typing import Any, Literal, Protocol, TextIO
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+
+from bench import sinks
+from bench.sinks import Sink
 
 Profile = Callable[[float], float]
 """Seconds since the start -> records per second (never negative)."""
@@ -326,14 +337,27 @@ async def run_profile(
     key_space: int = 0,
     report: ReportFn | None = None,
     stop: asyncio.Event | None = None,
+    sink: Sink | None = None,
 ) -> LoadResult:
     """Produces to ``topic`` at ``profile``'s rate for ``duration`` seconds, at most ``max_records``.
 
     ``partitions``: create the topic with that many partitions when it is missing. ``key_space`` > 0 keys
     record n with ``str(n % key_space)`` (spreading by key hash); 0 sends without keys. ``report`` is called
     with a Progress every tick (and ``final=True`` at the end), e.g. a ``Reporter()``. Setting ``stop``
-    ends the run early. Waits for every delivery before returning.
+    ends the run early. Waits for every delivery before returning. With a ``sink`` (RabbitMQ, Redis or
+    NATS, see ``bench.sinks``) each tick's records go to it instead of Kafka.
     """
+    if sink is not None:
+        return await _run_to_sink(
+            profile,
+            sink=sink,
+            topic=topic,
+            duration=duration,
+            max_records=max_records,
+            record_bytes=record_bytes,
+            report=report,
+            stop=stop,
+        )
     if not 0 < duration <= MAX_DURATION:
         raise ValueError(f"duration must be > 0 and at most {MAX_DURATION:.0f} s, not {duration}")
     if max_records < 0:
@@ -400,6 +424,48 @@ async def run_profile(
     return LoadResult(sent, delivered, failed, loop.time() - started, topic)
 
 
+async def _run_to_sink(
+    profile: Profile,
+    *,
+    sink: Sink,
+    topic: str,
+    duration: float,
+    max_records: int,
+    record_bytes: int,
+    report: ReportFn | None,
+    stop: asyncio.Event | None,
+) -> LoadResult:
+    """run_profile's loop for a non-Kafka sink: every tick, the records due, in one batch."""
+    if not 0 < duration <= MAX_DURATION:
+        raise ValueError(f"duration must be > 0 and at most {MAX_DURATION:.0f} s, not {duration}")
+    schedule = Schedule(profile, max_records=max_records)
+    loop = asyncio.get_running_loop()
+    sent = delivered = 0
+    started = loop.time()
+    elapsed = 0.0
+
+    async def send_due(due: int) -> None:
+        nonlocal sent, delivered
+        if due > sent:
+            batch = [record(n, record_bytes=record_bytes)[0] for n in range(sent, due)]
+            delivered += await sink.send_batch(batch)
+            sent = due
+
+    while elapsed < duration and sent < max_records and not (stop is not None and stop.is_set()):
+        due = schedule.due(elapsed)
+        await send_due(due)
+        if report is not None:
+            report(Progress(elapsed, duration, sent, due, profile(elapsed), max_records))
+        next_tick = started + (math.floor(elapsed / TICK) + 1) * TICK
+        await asyncio.sleep(max(0.0, next_tick - loop.time()))
+        elapsed = min(duration, loop.time() - started)
+    if not (stop is not None and stop.is_set()):
+        await send_due(schedule.due(elapsed))
+    if report is not None:
+        report(Progress(elapsed, duration, sent, sent, profile(elapsed), max_records), final=True)
+    return LoadResult(sent, delivered, sent - delivered, loop.time() - started, topic)
+
+
 # --- command line ---------------------------------------------------------------------------------------
 
 
@@ -432,7 +498,22 @@ def _common() -> argparse.ArgumentParser:
         help="Kafka bootstrap servers host:port[,host:port] "
         "(default $QUEUE_AUTOSCALER_KAFKA_BOOTSTRAP, else the devstack's 127.0.0.1:19092)",
     )
-    where.add_argument("--topic", required=True, help="topic to produce to")
+    where.add_argument(
+        "--topic", required=True, help="topic to produce to (with --sink: the queue, stream or subject)"
+    )
+    where.add_argument(
+        "--sink",
+        choices=sinks.SINKS,
+        default="kafka",
+        help="where to send: kafka (default), a rabbitmq queue, a redis stream or a nats JetStream subject",
+    )
+    where.add_argument(
+        "--url",
+        default=None,
+        help="server URL for --sink rabbitmq|redis|nats (default: the devstack's: "
+        + ", ".join(f"{k} {v}" for k, v in sinks.DEFAULT_URLS.items())
+        + ")",
+    )
     where.add_argument(
         "--partitions",
         type=int,
@@ -545,26 +626,40 @@ async def _main(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     expected = expected_records(profile, args.duration, max_records=args.max_records)
+    where = args.bootstrap if args.sink == "kafka" else (args.url or sinks.DEFAULT_URLS[args.sink])
     print(
-        f"producing to {args.topic} at {args.bootstrap}: {args.profile} profile for {args.duration:g}s, "
+        f"producing to {args.sink} {args.topic} at {where}: {args.profile} profile for {args.duration:g}s, "
         f"about {expected:,} records",
         file=sys.stderr,
     )
-    result = await run_profile(
-        profile,
-        topic=args.topic,
-        duration=args.duration,
-        bootstrap=args.bootstrap,
-        max_records=args.max_records,
-        partitions=args.partitions,
-        cloudevents=args.cloudevents,
-        ce_type=args.ce_type,
-        ce_source=args.ce_source,
-        record_bytes=args.record_bytes,
-        key_space=args.key_space,
-        report=Reporter(every=args.report_every),
-        stop=stop,
-    )
+    if args.sink != "kafka":
+        async with sinks.opened(args.sink, name=args.topic, url=args.url) as sink:
+            result = await run_profile(
+                profile,
+                topic=args.topic,
+                duration=args.duration,
+                max_records=args.max_records,
+                record_bytes=args.record_bytes,
+                report=Reporter(every=args.report_every),
+                stop=stop,
+                sink=sink,
+            )
+    else:
+        result = await run_profile(
+            profile,
+            topic=args.topic,
+            duration=args.duration,
+            bootstrap=args.bootstrap,
+            max_records=args.max_records,
+            partitions=args.partitions,
+            cloudevents=args.cloudevents,
+            ce_type=args.ce_type,
+            ce_source=args.ce_source,
+            record_bytes=args.record_bytes,
+            key_space=args.key_space,
+            report=Reporter(every=args.report_every),
+            stop=stop,
+        )
     print(
         f"sent {result.sent:,} records in {result.seconds:.1f}s; delivered {result.delivered:,}, "
         f"failed {result.failed:,}",

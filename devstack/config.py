@@ -35,6 +35,13 @@ class Layout:
     kafka_port: int = 19092
     kafka_pod_port: int = 19093
     kafka_controller_port: int = 19094
+    rabbitmq_port: int = 19672
+    rabbitmq_management_port: int = 19673
+    rabbitmq_dist_port: int = 19674
+    rabbitmq_epmd_port: int = 19675
+    redis_port: int = 19379
+    nats_port: int = 19422
+    nats_monitor_port: int = 19822
     kafka_sasl_ssl_port: int = 19095  # SASL_SSL: SCRAM-SHA-512 and PLAIN users (KAFKA_USERS)
     kafka_ssl_port: int = 19096  # SSL with a client certificate required (mTLS)
     kubelet_port: int = 10250
@@ -86,6 +93,40 @@ class Layout:
     def kafka_pod_bootstrap(self) -> str:
         """The broker address for pods (inside their network namespaces)."""
         return f"{self.bridge_ip}:{self.kafka_pod_port}"
+
+    @property
+    def rabbitmq_management_url(self) -> str:
+        """RabbitMQ's management HTTP API, for the controller and the tests on the host."""
+        return f"http://127.0.0.1:{self.rabbitmq_management_port}"
+
+    @property
+    def rabbitmq_amqp_url(self) -> str:
+        """AMQP for processes on the host (the pods' address is ``rabbitmq_pod_amqp_url``)."""
+        return f"amqp://127.0.0.1:{self.rabbitmq_port}/"
+
+    @property
+    def rabbitmq_pod_amqp_url(self) -> str:
+        return f"amqp://{self.bridge_ip}:{self.rabbitmq_port}/"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def redis_pod_url(self) -> str:
+        return f"redis://{self.bridge_ip}:{self.redis_port}/0"
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://127.0.0.1:{self.nats_port}"
+
+    @property
+    def nats_pod_url(self) -> str:
+        return f"nats://{self.bridge_ip}:{self.nats_port}"
+
+    @property
+    def nats_monitoring_url(self) -> str:
+        return f"http://127.0.0.1:{self.nats_monitor_port}"
 
     @property
     def kafka_sasl_ssl_bootstrap(self) -> str:

@@ -11,11 +11,11 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-from devstack import kafka, kube, network, procs
+from devstack import kafka, kube, network, procs, servers
 from devstack.config import DEVSTACK_DIR, REPO_ROOT, Layout
 
 KUBE_COMPONENTS = ("kubelet", "kube-controller-manager", "kube-apiserver", "etcd")
-COMPONENTS = (*KUBE_COMPONENTS, kafka.NAME)
+COMPONENTS = (*KUBE_COMPONENTS, kafka.NAME, *servers.COMPONENTS)
 
 
 def _say(message: str) -> None:
@@ -32,6 +32,8 @@ def build(layout: Layout) -> None:
         subprocess.run([str(DEVSTACK_DIR / "build-kube"), "all"], check=True)
     # Idempotent and quick when cached: it checks the installed tools' versions against its pins.
     subprocess.run([str(DEVSTACK_DIR / "build-tools"), "all"], check=True)
+    # Debian packages of RabbitMQ, Redis and NATS; a no-op when they are installed.
+    subprocess.run([str(DEVSTACK_DIR / "build-servers")], check=True)
 
 
 def _running(layout: Layout, name: str) -> bool:
@@ -91,8 +93,12 @@ def up(layout: Layout) -> None:
     for directory in (layout.run, layout.pids, layout.logs):
         directory.mkdir(parents=True, exist_ok=True)
     network.ensure_bridge(layout.bridge, layout.bridge_ip, layout.pod_prefix_len)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = [pool.submit(_start_kafka, layout), pool.submit(_start_kube, layout)]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = [
+            pool.submit(_start_kafka, layout),
+            pool.submit(_start_kube, layout),
+            pool.submit(servers.up, layout),
+        ]
         errors = [f.exception() for f in futures if f.exception() is not None]
     if errors:
         raise RuntimeError("\n\n".join(str(e) for e in errors))
@@ -119,10 +125,14 @@ def exports(layout: Layout) -> str:
         f"export KUBECONFIG={layout.kubeconfig}\n"
         f"export QUEUE_AUTOSCALER_KAFKA_BOOTSTRAP={layout.kafka_bootstrap}\n"
         f"export QUEUE_AUTOSCALER_KAFKA_POD_BOOTSTRAP={layout.kafka_pod_bootstrap}\n"
+        f"export QUEUE_AUTOSCALER_RABBITMQ_MANAGEMENT_URL={layout.rabbitmq_management_url}\n"
+        f"export QUEUE_AUTOSCALER_REDIS_URL={layout.redis_url}\n"
+        f"export QUEUE_AUTOSCALER_NATS_MONITORING_URL={layout.nats_monitoring_url}\n"
     )
 
 
 def down(layout: Layout) -> None:
+    servers.stop(layout)
     for name in COMPONENTS:
         entry = procs.running(name, pid_dir=layout.pids)
         if entry is not None:
@@ -164,6 +174,7 @@ def status(layout: Layout) -> dict[str, object]:
         "components": components,
         "apiserver_ready": _api_ok(layout),
         "kafka_listening": kafka.ready(layout) if network.bridge_exists(layout.bridge) else False,
+        "servers_answering": servers.status(layout),
         "pod_processes": len(pods),
         "pod_namespaces": len(network.pod_namespaces()),
         "run_dir": str(layout.run),

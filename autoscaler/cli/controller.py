@@ -14,6 +14,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from autoscaler import settings
+from autoscaler.cli import backlogs as cli_backlogs
 from autoscaler.control import loop as control_loop
 from autoscaler.control import reports
 from autoscaler.kube import client as kube_client
@@ -23,6 +24,7 @@ from autoscaler.observability import http as obs_http
 from autoscaler.observability import logging as obs_logging
 from autoscaler.observability.log_events import ControlLog
 from autoscaler.observability.metrics import ControllerMetrics
+from autoscaler.sources import reading
 from autoscaler.sources.kafka import offsets
 from autoscaler.sources.kafka import pool as kafka_pool
 
@@ -94,6 +96,11 @@ async def _controller(cfg: settings.ControllerSettings) -> int:
         settings=offsets.ReaderSettings(request_timeout=min(2.0, max(cfg.interval * 0.8, 0.5))),
         registry=registry,
     )
+    sources = cli_backlogs.SourceBacklogs(
+        cfg.connections,
+        registry=registry,
+        settings=reading.ReaderSettings(request_timeout=min(2.0, max(cfg.interval * 0.8, 0.5))),
+    )
     watch = targets.TargetWatch(api, namespaces=cfg.kube.namespaces or None)
     elector: leases.LeaderElector | None = None
     loop = control_loop.ControlLoop(
@@ -102,6 +109,7 @@ async def _controller(cfg: settings.ControllerSettings) -> int:
         scaler=KubeScaler(api, identity=cfg.identity),
         metrics=metrics,
         default_bootstrap=_default_bootstrap(cfg),
+        sources=sources,
         interval=cfg.interval,
         is_leader=lambda: elector is None or elector.is_leader,
         cross_namespace_hosts=cfg.cross_namespace_hosts,
@@ -193,6 +201,7 @@ async def _controller(cfg: settings.ControllerSettings) -> int:
         for runner in runners:
             await runner.cleanup()
         await pool.close()
+        await sources.close()
         await api.close()
         log.info("controller stopped")
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from autoscaler import errors, settings
+from autoscaler.cli import lag_sources
 from autoscaler.model import PartitionOffsets
 from autoscaler.policy import lag as policy_lag
 from autoscaler.policy.annotations import OffsetResetPolicy
@@ -38,7 +39,7 @@ def add_parser(sub: Any) -> None:
         "with the same batched reads the controller uses. LAG is Kafka's figure (log end - committed); "
         "CONTROLLER-LAG is what the controller scales on.",
     )
-    parser.add_argument("--group", required=True, help="consumer group")
+    parser.add_argument("--group", help="Kafka consumer group")
     parser.add_argument(
         "--topic", action="append", default=[], help="topic (repeatable); default: every committed topic"
     )
@@ -55,6 +56,7 @@ def add_parser(sub: Any) -> None:
         help="how CONTROLLER-LAG counts a partition without a committed offset (the target's annotation)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    lag_sources.add_arguments(parser)
 
 
 def tool_lag(row: PartitionOffsets) -> int | None:
@@ -120,6 +122,13 @@ def no_commits(group: str) -> str:
 
 
 async def run(args: argparse.Namespace) -> int:
+    if lag_sources.wanted(args):
+        return await lag_sources.cmd(args)
+    if not args.group:
+        raise errors.SettingsError(
+            "--group (Kafka), --rabbitmq-queues, --rabbitmq-queue-pattern, --redis-stream or --nats-stream: "
+            "one of them is required"
+        )
     known = settings.connections_settings(args)
     if args.connection == "default" and "default" not in known.kafka:
         raise errors.SettingsError(

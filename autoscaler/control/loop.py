@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import structlog
 
 from autoscaler import errors
+from autoscaler.control import backlogs
 from autoscaler.control.ports import GroupRead, GroupResult, LagSource, Scaler, TargetInfo, TargetSource
 from autoscaler.control.worker import Inputs, TargetWorker
 from autoscaler.model import ConcurrencyReport, EventReason, TargetKey
@@ -69,6 +70,7 @@ class ControlLoop:
         scaler: Scaler,
         metrics: ControllerMetrics,
         default_bootstrap: str | None,
+        sources: backlogs.BacklogSource | None = None,
         interval: float = 1.0,
         report_freshness: float = 5.0,
         is_leader: Callable[[], bool] = lambda: True,
@@ -80,6 +82,7 @@ class ControlLoop:
         self._scaler = scaler
         self._metrics = metrics
         self._default_bootstrap = default_bootstrap
+        self._sources = sources
         self.interval = interval
         self._report_freshness = report_freshness
         self._is_leader = is_leader
@@ -184,7 +187,7 @@ class ControlLoop:
             if isinstance(outcome, errors.PolicyError):
                 self._report_invalid(snapshot[key], outcome)
         self._report_refused_hosts(snapshot, valid)
-        readings = await self._read_lag(valid)
+        readings, figures = await asyncio.gather(self._read_lag(valid), self._read_sources(valid))
         for key, policy in valid.items():
             self._invalid.pop(key, None)
             reading = readings.get(key)
@@ -196,6 +199,7 @@ class ControlLoop:
                     policy=policy,
                     partitions=None if isinstance(reading, errors.KafkaError) else reading,
                     kafka_error=str(reading) if failed else None,
+                    figures=figures.get(key, backlogs.SourceFigures()),
                     concurrency=self._concurrency(key, policy, loop_now),
                     started=requests,
                     peak=peak,
@@ -345,6 +349,25 @@ class ControlLoop:
             for cluster, wanted in by_cluster.items():
                 reads.create_task(read_one(cluster, wanted))
         return results
+
+    async def _read_sources(
+        self, policies: Mapping[TargetKey, ScalingPolicy]
+    ) -> Mapping[TargetKey, backlogs.SourceFigures]:
+        """Every RabbitMQ, Redis and NATS target's figures, in the same tick as the Kafka reads."""
+        wanted = {k: p.sources for k, p in policies.items() if backlogs.uses_backlog_sources(p.sources)}
+        if not wanted:
+            return {}
+        if self._sources is None:
+            why = "no RabbitMQ / Redis / NATS reader in this controller"
+            missing = backlogs.SourceFigures(rabbitmq_error=why, redis_error=why, nats_error=why)
+            return dict.fromkeys(wanted, missing)
+        try:
+            async with asyncio.timeout(max(self.interval * 0.8, 0.5)):
+                return await self._sources.read(targets=wanted)
+        except TimeoutError:
+            why = "no answer within the tick"
+            late = backlogs.SourceFigures(rabbitmq_error=why, redis_error=why, nats_error=why)
+            return dict.fromkeys(wanted, late)
 
     def _kafka_cluster(self, policy: ScalingPolicy) -> str | None:
         """The key Kafka reads are batched by: the target's Kafka connection name, or

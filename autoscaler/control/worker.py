@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import structlog
 
 from autoscaler import errors
+from autoscaler.control.backlogs import SourceFigures
 from autoscaler.control.ports import EventSender, Scaler, TargetInfo
 from autoscaler.model import Decision, EventReason, Observation, PartitionOffsets, TargetKey
 from autoscaler.observability.log_events import ControlLog
@@ -35,6 +36,7 @@ class Inputs:
     policy: ScalingPolicy
     partitions: tuple[PartitionOffsets, ...] | None = None
     kafka_error: str | None = None
+    figures: SourceFigures = field(default_factory=SourceFigures)
     concurrency: int | None = None
     started: int = 0
     peak: int = 0
@@ -90,6 +92,7 @@ class TargetWorker:
                 )
         elif previous is not None and previous.kafka_error is not None and inputs.kafka_error is None:
             self._log.info(ControlLog.LAG_RECOVERED)
+        self._source_outage(previous, inputs)
         self._inputs = self._carry_window(inputs)
         self._observed = time.perf_counter()
         self._wake.set()
@@ -142,6 +145,7 @@ class TargetWorker:
             requests_started=inputs.started,
             peak_concurrency=inputs.peak,
             ready_replicas=info.ready_replicas,
+            **inputs.figures.observation_fields(),
         )
         started = time.perf_counter()
         decision, self._state = decide.decide(policy, observation, self._state, self._wall_clock())
@@ -171,6 +175,7 @@ class TargetWorker:
                 concurrency=concurrency,
                 partitions=None if inputs.partitions is None else len(inputs.partitions),
                 kafka_error=inputs.kafka_error,
+                source=None if decision.source is None else str(decision.source),
                 poked=inputs.poked,
                 tick=inputs.tick,
             )
@@ -186,6 +191,24 @@ class TargetWorker:
         except errors.AutoscalerError as exc:
             self._metrics.errors.labels(type(exc).__name__).inc()
             self._log.warning(ControlLog.SCALE_FAILED, error=str(exc), kind=type(exc).__name__)
+
+    def _source_outage(self, previous: Inputs | None, inputs: Inputs) -> None:
+        """One LagUnavailable Warning when a RabbitMQ, Redis or NATS source of the target stops being
+        readable (not one per tick); a log line when it is readable again."""
+        error = inputs.figures.errors(inputs.policy.sources)
+        before = None if previous is None else previous.figures.errors(previous.policy.sources)
+        if error is not None:
+            self._metrics.errors.labels(EventReason.LAG_UNAVAILABLE).inc()
+            if before is None:
+                self._log.warning(ControlLog.LAG_UNAVAILABLE, error=error)
+                self._send_event(
+                    inputs.info,
+                    type="Warning",
+                    reason=EventReason.LAG_UNAVAILABLE,
+                    message=f"holding replicas while the backlog cannot be read: {error}",
+                )
+        elif before is not None:
+            self._log.info(ControlLog.LAG_RECOVERED)
 
     def _current(self, seen: int) -> int:
         """The replica count: the watch's, or what we patched while the watch still shows an older count."""

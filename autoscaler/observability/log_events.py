@@ -85,6 +85,9 @@ class SourceLog:
     """sources/rabbitmq, sources/redis, sources/nats: the other backlog readers."""
 
     PREFIX: Final = "source"
+    READ_DONE: Final = "source.read.done"
+    READ_RETRYING: Final = "source.read.retrying"
+    READ_FAILED: Final = "source.read.failed"
 
 
 # ---------------------------------------------------------------------------------------------------------

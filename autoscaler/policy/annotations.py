@@ -12,6 +12,8 @@ from typing import Any
 
 from autoscaler.errors import AnnotationProblem, PolicyError
 from autoscaler.model import PREFIX as PREFIX
+from autoscaler.policy import backlog_keys
+from autoscaler.policy.backlog_keys import SourcePolicies
 
 LAST_ACTIVE = "last-active"
 
@@ -68,6 +70,7 @@ class ScalingPolicy:
     drain_within: timedelta | None = None
     last_active: datetime | None = field(compare=False, default=None)
     kafka_connection: str = "default"
+    sources: SourcePolicies = field(default_factory=SourcePolicies)  # RabbitMQ, Redis Streams, NATS
 
     @property
     def uses_kafka(self) -> bool:
@@ -295,16 +298,18 @@ _KEYS: dict[str, _Key] = {
     "drain-within": _Key(_duration(positive=True), None),
 }
 
-KNOWN_KEYS: frozenset[str] = frozenset(_KEYS) | {LAST_ACTIVE}
+KNOWN_KEYS: frozenset[str] = frozenset(_KEYS) | backlog_keys.KEYS | {LAST_ACTIVE}
+_ENABLING_KEYS = ("kafka-group", "http-service", *backlog_keys.ENABLING_KEYS)
 
 
 def parse(annotations: Mapping[str, str]) -> ScalingPolicy | None:
-    """The policy of a Deployment, or None when it names neither kafka-group nor http-service.
+    """The policy of a Deployment, or None when it names no source (kafka-group, http-service,
+    rabbitmq-queues / rabbitmq-queue-pattern, redis-stream, nats-stream).
 
     Raises PolicyError listing every bad key (in contract order, then unknown keys, then conflicts). A
     malformed last-active is ignored: the controller rewrites it.
     """
-    if PREFIX + "kafka-group" not in annotations and PREFIX + "http-service" not in annotations:
+    if not any(PREFIX + key in annotations for key in _ENABLING_KEYS):
         return None
     problems: list[AnnotationProblem] = []
     values: dict[str, Any] = {}
@@ -317,6 +322,8 @@ def parse(annotations: Mapping[str, str]) -> ScalingPolicy | None:
             values[key] = spec.parse(raw.strip())
         except _Invalid as invalid:
             problems.append(AnnotationProblem(key, raw, invalid.allowed))
+    sources, source_problems = backlog_keys.parse_sources(annotations)
+    problems.extend(source_problems)
     problems.extend(_unknown_keys(annotations))
     bad = {problem.key for problem in problems}
     problems.extend(_conflicts(values, annotations, bad))
@@ -325,6 +332,7 @@ def parse(annotations: Mapping[str, str]) -> ScalingPolicy | None:
     return ScalingPolicy(
         **{key.replace("-", "_"): value for key, value in values.items()},
         last_active=_last_active(annotations.get(PREFIX + LAST_ACTIVE)),
+        sources=sources,
     )
 
 

@@ -20,7 +20,7 @@ from autoscaler.model import (
     SourceReading,
     TopicPartition,
 )
-from autoscaler.policy import lag, rates
+from autoscaler.policy import backlog, lag, rates
 from autoscaler.policy.annotations import ScalingPolicy
 from autoscaler.policy.rates import Rates
 
@@ -64,6 +64,7 @@ def decide(
     current = observation.current_replicas
     kafka, committed, measured = _kafka(policy, observation, state, now)
     readings = tuple(r for r in (kafka, _http(policy, observation)) if r is not None)
+    readings += backlog.readings(policy.sources, observation)
 
     readable = [r for r in readings if r.readable]
     all_readable = len(readable) == len(readings)

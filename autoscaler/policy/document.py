@@ -12,7 +12,7 @@ from collections.abc import Collection, Mapping
 from datetime import datetime
 
 from autoscaler.model import Decision, Observation, PartitionOffsets, TopicPartition
-from autoscaler.policy import reasons
+from autoscaler.policy import backlog_document, reasons
 from autoscaler.policy.annotations import PREFIX, format_rfc3339, parse_rfc3339
 from autoscaler.policy.annotations import parse as parse_annotations
 from autoscaler.policy.decide import DecisionState, decide
@@ -36,6 +36,9 @@ DOCUMENT_KEYS = frozenset(
         "peak_concurrency",
         "ready_replicas",
         "kafka_error",
+        "rabbitmq",
+        "redis",
+        "nats",
     }
 )
 PARTITION_KEYS = frozenset({"topic", "partition", "committed", "end", "start"})
@@ -174,7 +177,8 @@ def decide_document(doc: object, now: datetime) -> dict[str, object]:
     with ``requests_started`` and ``peak_concurrency`` (what the activators saw since the previous decision),
     ``ready_replicas`` (drain-within's divisor; absent: not known) and ``kafka_error`` are accepted. A Kafka
     target needs ``partitions``: null means the lag could not be read. Unknown keys and integers beyond
-    int64 are refused.
+    int64 are refused. ``rabbitmq``, ``redis`` and ``nats`` absent or null mean that source could not be
+    read. The answer's ``source`` names the source that won.
     Raises DocumentError (a ValueError) for a malformed document, PolicyError for invalid annotations.
     """
     if not isinstance(doc, Mapping):
@@ -209,8 +213,8 @@ def decide_document(doc: object, now: datetime) -> dict[str, object]:
     policy = parse_annotations(found)
     if policy is None:
         raise DocumentError(
-            f"annotations name neither {PREFIX}kafka-group nor {PREFIX}http-service: "
-            "not a queue-autoscaler target"
+            f"annotations name no source ({PREFIX}kafka-group, http-service, rabbitmq-queues, "
+            "rabbitmq-queue-pattern, redis-stream or nats-stream): not a queue-autoscaler target"
         )
     if policy.uses_kafka and "partitions" not in doc:
         raise DocumentError(
@@ -227,6 +231,7 @@ def decide_document(doc: object, now: datetime) -> dict[str, object]:
         requests_started=started,
         peak_concurrency=peak,
         ready_replicas=ready,
+        **backlog_document.observed(doc, DocumentError),
     )
     decision, new_state = decide(policy, observation, state, now)
     answer: dict[str, object] = {
@@ -235,6 +240,7 @@ def decide_document(doc: object, now: datetime) -> dict[str, object]:
         "active": decision.active,
         "reason": reasons.explain(decision),
         "rule": str(decision.rule),
+        "source": None if decision.source is None else str(decision.source),
         "state": state_to_json(new_state),
     }
     used = _rates_used(decision)

@@ -17,9 +17,25 @@ def explain(decision: Decision) -> str:
     return f"{situation}; {_action(decision)}."
 
 
+# The other backlog sources: what their backlog is called, and their threshold keys.
+_BACKLOG_WORDS = {
+    Source.RABBITMQ: ("rabbitmq messages", "messages-per-replica", "activation-messages"),
+    Source.REDIS: ("redis entries", "entries-per-replica", "activation-entries"),
+    Source.NATS: ("nats pending", "pending-per-replica", "activation-pending"),
+}
+
+
 def _sizing(reading: SourceReading) -> str:
     if reading.source is Source.KAFKA:
         return _kafka_sizing(reading)
+    if reading.source in _BACKLOG_WORDS:
+        what, per_replica, _ = _BACKLOG_WORDS[reading.source]
+        if reading.error is not None:
+            return f"{what} unreadable ({reading.error})"
+        return (
+            f"{what} {reading.backlog} at {per_replica} {reading.per_replica} "
+            f"needs {_plural(reading.needed, 'replica')}"
+        )
     if reading.error is not None:
         return reading.error
     return (
@@ -69,6 +85,10 @@ def _source_activity(reading: SourceReading) -> str:
     if reading.source is Source.KAFKA:
         sign = ">" if reading.active else "<="
         return f"activation lag {reading.backlog} {sign} activation-lag {reading.activation}"
+    if reading.source in _BACKLOG_WORDS:
+        what, _, activation = _BACKLOG_WORDS[reading.source]
+        sign = ">" if reading.active else "<="
+        return f"{what} {reading.backlog} {sign} {activation} {reading.activation}"
     if reading.backlog == 0 and reading.active:
         return (
             f"concurrency 0 now but {_plural(reading.started, 'request')} started "

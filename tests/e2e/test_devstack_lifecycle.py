@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
 import subprocess
+from pathlib import Path
 
 import pytest
 from kubernetes_asyncio import client
 
-from devstack import network, procs
+from devstack import network, procs, servers
 from devstack.config import DEVSTACK_DIR, REPO_ROOT
 from tests.stack import Devstack, deployment, eventually, python_container
 
@@ -55,6 +58,11 @@ async def test_down_leaves_no_process_and_no_network_namespace_behind_and_up_res
     assert processes_mentioning(str(devstack.layout.kube_bin)) == []
     assert processes_mentioning("kafka.Kafka") == []
     assert processes_mentioning("devstack.kubelet") == []
+    assert processes_mentioning(str(devstack.layout.run / "rabbitmq")) == []
+    assert processes_mentioning(f"epmd -port {devstack.layout.rabbitmq_epmd_port}") == []
+    assert processes_mentioning(f"redis-server 127.0.0.1:{devstack.layout.redis_port}") == []
+    assert processes_mentioning(str(devstack.layout.run / "nats")) == []
+    assert processes_mentioning(f"TCP:127.0.0.1:{devstack.layout.nats_port}") == []
     assert network.pod_namespaces() == []
     assert not network.bridge_exists(devstack.layout.bridge)
 
@@ -63,3 +71,52 @@ async def test_down_leaves_no_process_and_no_network_namespace_behind_and_up_res
     assert "export KUBECONFIG=" in up.stdout
     status = await asyncio.to_thread(run, "status")
     assert status.returncode == 0, status.stdout
+
+
+def process_groups(pids: list[int]) -> set[int]:
+    """Every live process in the process groups (sessions) of ``pids``: the servers' helpers included."""
+    groups = {os.getpgid(pid) for pid in pids if procs.alive(procs.Recorded("x", pid, 0))}
+    found: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getsid(int(entry.name)) in groups:
+                    found.add(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+async def test_stopping_the_message_servers_ends_rabbitmq_its_epmd_redis_nats_and_the_relay_and_nothing_else(
+    devstack: Devstack, tmp_path: Path
+) -> None:
+    # A second set of the servers on ports of their own, so the shared ones keep running.
+    layout = dataclasses.replace(
+        devstack.layout,
+        run=tmp_path / "run",
+        rabbitmq_port=devstack.layout.rabbitmq_port + 100,
+        rabbitmq_management_port=devstack.layout.rabbitmq_management_port + 100,
+        rabbitmq_dist_port=devstack.layout.rabbitmq_dist_port + 100,
+        rabbitmq_epmd_port=devstack.layout.rabbitmq_epmd_port + 100,
+        redis_port=devstack.layout.redis_port + 100,
+        nats_port=devstack.layout.nats_port + 100,
+        nats_monitor_port=devstack.layout.nats_monitor_port + 100,
+    )
+    shared_before = stack_pids(devstack)
+    try:
+        await asyncio.to_thread(servers.up, layout)
+        assert servers.status(layout) == {"rabbitmq": True, "redis": True, "nats": True}
+        recorded = {e.name: e.pid for e in procs.recorded(layout.pids) if procs.alive(e)}
+        assert sorted(recorded) == sorted(servers.COMPONENTS)
+        started = process_groups(list(recorded.values()))
+
+        await asyncio.to_thread(servers.stop, layout)
+
+        assert [e for e in procs.recorded(layout.pids) if procs.alive(e)] == []
+        assert {pid for pid in started if procs.alive(procs.Recorded("x", pid, 0))} == set()
+        assert processes_mentioning(str(layout.run)) == []
+        assert processes_mentioning(f"epmd -port {layout.rabbitmq_epmd_port}") == []
+        assert servers.status(layout) == {"rabbitmq": False, "redis": False, "nats": False}
+        assert stack_pids(devstack) == shared_before
+    finally:
+        await asyncio.to_thread(servers.stop, layout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Sequence
 
 import pytest
 
@@ -169,3 +170,47 @@ def test_the_command_line_builds_each_profile() -> None:
     assert args.cloudevents == "none"
     with pytest.raises(SystemExit):
         parser.parse_args(["constant", "--rate", "-5", "--topic", "t"])
+
+
+class CountingSink:
+    """A sink that acknowledges all but the records numbered in ``refuse``."""
+
+    def __init__(self, refuse: int = 0) -> None:
+        self.batches: list[int] = []
+        self.refuse = refuse
+
+    async def send_batch(self, values: Sequence[bytes]) -> int:
+        self.batches.append(len(values))
+        refused = min(self.refuse, len(values))
+        self.refuse -= refused
+        return len(values) - refused
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_sink_gets_every_due_record_in_batches_and_refusals_count_as_failed() -> None:
+    sink = CountingSink(refuse=3)
+
+    result = await load.run_profile(
+        load.step(0, 10_000, 0.0), topic="q", duration=0.1, max_records=50, sink=sink
+    )
+
+    assert (result.sent, result.delivered, result.failed) == (50, 47, 3)
+    assert sum(sink.batches) == 50
+
+
+async def test_a_sink_at_rate_zero_gets_nothing() -> None:
+    sink = CountingSink()
+
+    result = await load.run_profile(load.constant(0), topic="q", duration=0.1, sink=sink)
+
+    assert (result.sent, sink.batches) == (0, [])
+
+
+def test_the_command_line_takes_a_sink_and_its_url() -> None:
+    args = load.build_parser().parse_args(
+        ["constant", "--rate", "5", "--topic", "orders", "--sink", "redis", "--url", "redis://r:6379/0"]
+    )
+
+    assert (args.sink, args.url, args.topic) == ("redis", "redis://r:6379/0", "orders")

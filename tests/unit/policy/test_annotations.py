@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from autoscaler.errors import AnnotationProblem, PolicyError
+from autoscaler.policy import backlog_keys
 from autoscaler.policy.annotations import (
     KNOWN_KEYS,
     OffsetResetPolicy,
@@ -72,7 +73,7 @@ def test_http_service_alone_makes_a_target_without_kafka() -> None:
 
 
 def test_the_key_table_covers_every_policy_field() -> None:
-    attributes = {key.replace("-", "_") for key in KNOWN_KEYS}
+    attributes = {key.replace("-", "_") for key in KNOWN_KEYS - backlog_keys.KEYS} | {"sources"}
     assert attributes == {f.name for f in dataclasses.fields(ScalingPolicy)}
 
 
@@ -221,7 +222,7 @@ def test_an_unknown_key_with_our_prefix_is_a_problem_that_suggests_the_known_one
 
 def test_an_unknown_key_unlike_any_known_one_lists_the_known_keys() -> None:
     (problem,) = problems_of(zzz="1")
-    assert "known keys: activation-lag, " in problem.allowed
+    assert "known keys: activation-entries, activation-lag, " in problem.allowed
 
 
 def test_keys_of_other_prefixes_are_ignored() -> None:
