@@ -18,6 +18,7 @@ from autoscaler.cli import activator, controller, lag, oneshot
 from autoscaler.cli import eventing as cli_eventing
 from autoscaler.cli.oneshot import EXIT_INVALID as EXIT_INVALID
 from autoscaler.observability import logging as obs_logging
+from autoscaler.settings import eventing as eventing_settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,14 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Accept CloudEvents for Brokers of class queue-autoscaler and write each to the Broker's "
         "topic knative-broker-<namespace>-<name>, answering 202 once Kafka acknowledged it.",
     )
-    settings.add_broker_ingress_flags(ingress)
+    eventing_settings.add_broker_ingress_flags(ingress)
     dispatcher = sub.add_parser(
         "dispatcher",
         help="run the dispatcher (delivers each Trigger's events; writes Broker and Trigger status)",
         description="Consume each Trigger's events with its own consumer group knative-trigger-<namespace>-"
         "<name>, filter, deliver with retries and dead-lettering, and write Broker and Trigger status.",
     )
-    settings.add_dispatcher_flags(dispatcher)
+    eventing_settings.add_dispatcher_flags(dispatcher)
     sub.add_parser(
         "match",
         help="does a Trigger take this event, and why: JSON document on stdin, verdict on stdout",
@@ -85,9 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "lag":
             return asyncio.run(lag.run(args))
         if args.command == "broker-ingress":
-            return cli_eventing.run_broker_ingress(settings.broker_ingress_settings(args))
+            return cli_eventing.run_broker_ingress(eventing_settings.broker_ingress_settings(args))
         if args.command == "dispatcher":
-            return cli_eventing.run_dispatcher(settings.dispatcher_settings(args))
+            return cli_eventing.run_dispatcher(eventing_settings.dispatcher_settings(args))
         if args.command == "run":
             return controller.run_controller(settings.controller_settings(args))
         return activator.run_activator(settings.activator_settings(args))

@@ -13,7 +13,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from autoscaler import errors, model, settings
+from autoscaler import errors, model
 from autoscaler.eventing import dispatcher, filters, ingress, supervise
 from autoscaler.eventing import kafka as eventing_kafka
 from autoscaler.kube import client as kube_client
@@ -21,6 +21,7 @@ from autoscaler.kube import eventing as kube_eventing
 from autoscaler.observability import http as obs_http
 from autoscaler.observability import logging as obs_logging
 from autoscaler.observability.log_events import EventingLog
+from autoscaler.settings import eventing as eventing_settings
 
 log = structlog.get_logger("autoscaler")
 
@@ -89,12 +90,12 @@ def _bound_port(runner: web.AppRunner, configured: int) -> int:
     return int(addresses[0][1]) if addresses else configured
 
 
-def run_broker_ingress(cfg: settings.BrokerIngressSettings) -> int:
+def run_broker_ingress(cfg: eventing_settings.BrokerIngressSettings) -> int:
     obs_logging.configure(log_format=cfg.log_format, level="info")
     return asyncio.run(_broker_ingress(cfg))
 
 
-async def _broker_ingress(cfg: settings.BrokerIngressSettings) -> int:
+async def _broker_ingress(cfg: eventing_settings.BrokerIngressSettings) -> int:
     registry = CollectorRegistry()
     api = await kube_client.connect(kubeconfig=str(cfg.kube.kubeconfig) if cfg.kube.kubeconfig else None)
     brokers = kube_eventing.cache(api, plural="brokers", namespaces=cfg.kube.namespaces or None)
@@ -134,12 +135,12 @@ async def _broker_ingress(cfg: settings.BrokerIngressSettings) -> int:
 # --- dispatcher -------------------------------------------------------------------------------------------
 
 
-def run_dispatcher(cfg: settings.DispatcherSettings) -> int:
+def run_dispatcher(cfg: eventing_settings.DispatcherSettings) -> int:
     obs_logging.configure(log_format=cfg.log_format, level="info")
     return asyncio.run(_dispatcher(cfg))
 
 
-async def _dispatcher(cfg: settings.DispatcherSettings) -> int:
+async def _dispatcher(cfg: eventing_settings.DispatcherSettings) -> int:
     registry = CollectorRegistry()
     api = await kube_client.connect(kubeconfig=str(cfg.kube.kubeconfig) if cfg.kube.kubeconfig else None)
     namespaces = cfg.kube.namespaces or None
