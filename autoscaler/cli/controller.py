@@ -113,6 +113,9 @@ async def _controller(cfg: settings.ControllerSettings) -> int:
         interval=cfg.interval,
         is_leader=lambda: elector is None or elector.is_leader,
         cross_namespace_hosts=cfg.cross_namespace_hosts,
+        connections={
+            kind: frozenset(getattr(cfg.connections, kind)) for kind in ("kafka", "rabbitmq", "redis", "nats")
+        },
     )
 
     def healthy() -> str | None:

@@ -10,7 +10,7 @@ its last Kafka reading and the current concurrency, instead of waiting for the t
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -23,7 +23,7 @@ from autoscaler.control.worker import Inputs, TargetWorker
 from autoscaler.model import ConcurrencyReport, EventReason, TargetKey
 from autoscaler.observability.log_events import ControlLog
 from autoscaler.observability.metrics import ControllerMetrics
-from autoscaler.policy import annotations, hosts
+from autoscaler.policy import annotations, connection_names, hosts
 from autoscaler.policy.annotations import ScalingPolicy
 
 __all__ = ["ControlLoop", "GroupRead", "GroupResult", "LagSource", "Scaler", "TargetInfo", "TargetSource"]
@@ -76,6 +76,7 @@ class ControlLoop:
         is_leader: Callable[[], bool] = lambda: True,
         wall_clock: Callable[[], datetime] = _wall_clock,
         cross_namespace_hosts: bool = False,
+        connections: Mapping[str, Collection[str]] | None = None,
     ) -> None:
         self._targets = targets
         self._lag = lag
@@ -94,6 +95,7 @@ class ControlLoop:
         # http-host claims refused by host ownership (the same rules the activators route by), as last
         # reported: the target still scales (its own host routes), the refused name is reported once.
         self._cross_namespace_hosts = cross_namespace_hosts
+        self._connections = connections  # names per kind, to refuse unknown ones; None: not checked
         self._refused_hosts: dict[TargetKey, errors.AnnotationProblem] = {}
         self._policies: dict[tuple[tuple[str, str], ...], ScalingPolicy | errors.PolicyError | None] = {}
         self._reports = _Reports()
@@ -255,7 +257,13 @@ class ControlLoop:
             if len(self._policies) > 10_000:
                 self._policies.clear()
             try:
-                self._policies[cache_key] = annotations.parse(info.annotations)
+                policy = annotations.parse(info.annotations)
+                unknown = (
+                    ()
+                    if policy is None or self._connections is None
+                    else (connection_names.unknown(policy, info.annotations, self._connections))
+                )
+                self._policies[cache_key] = errors.PolicyError(unknown) if unknown else policy
             except errors.PolicyError as exc:
                 self._policies[cache_key] = exc
         return self._policies[cache_key]

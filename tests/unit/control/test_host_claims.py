@@ -1,4 +1,4 @@
-"""The controller reports refused http-host claims as the activators refuse them: once, naming the owner."""
+"""The controller refuses what the activators refuse (http-host claims) and connections it does not know."""
 
 from __future__ import annotations
 
@@ -55,3 +55,17 @@ async def test_of_two_claims_of_one_host_the_younger_deployment_is_refused_and_w
     warnings = [(e[0], e[2]) for e in scaler.events if e[1] == "Warning"]
     assert warnings == [(younger, "InvalidAnnotations"), (younger, "InvalidAnnotations")]
     assert all("ns/a" in e[3] for e in scaler.events if e[1] == "Warning")
+
+
+async def test_a_target_naming_an_unknown_kafka_connection_gets_one_invalid_annotations_warning() -> None:
+    targets, lag = FakeTargets(), FakeLag()
+    scaler = FakeScaler(targets)
+    key = targets.put("w", 1, kafka_group="g", kafka_connection="billing")
+    loop, _ = make_loop(targets, lag, scaler, connections={"kafka": frozenset({"default"})})
+
+    async with running(loop):
+        await until(2.5)
+
+    assert lag.reads == []
+    assert [(e[0], e[1], e[2]) for e in scaler.events] == [(key, "Warning", "InvalidAnnotations")]
+    assert "kafka-connection='billing'" in scaler.events[0][3]
