@@ -1,7 +1,8 @@
 """The event broker's speed on the devstack: ingress, dispatcher, end to end.
 
 Runs the real ``broker-ingress`` and ``dispatcher`` processes for a Broker in a fresh namespace (the
-integration tests' set-up), with subscribers served by this process on 127.0.0.1:
+integration tests' set-up, ``devstack.eventing_harness``), with subscribers served by this process on
+127.0.0.1:
 
 - ingress: ``--events`` binary-mode events POSTed over 32 connections; events/s and the p50/p99 time from
   sending a request to its 202 (Kafka acknowledged with acks=all);
@@ -35,11 +36,10 @@ from kubernetes_asyncio import client as kube_client
 from kubernetes_asyncio import config as kube_config
 
 from devstack.config import layout as devstack_layout
-from tests.controller import Process
-from tests.integration.test_eventing_broker import BILLING, Broker, Received, broker_processes, subscriber
-from tests.integration.test_eventing_manifests import install_crds
-from tests.integration.test_manifests import Rest
-from tests.stack import Devstack
+from devstack.eventing_harness import BILLING, Broker, Received, broker_processes, install_crds, subscriber
+from devstack.harness import Devstack
+from devstack.kube_rest import Rest
+from devstack.processes import Process
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONNECTIONS = 32

@@ -21,17 +21,12 @@ import pytest
 from kubernetes_asyncio import client
 
 from autoscaler.model import broker_topic, trigger_consumer_group
+from devstack.eventing_harness import BILLING, BROKER, GROUP, VERSION, broker_processes, install_crds
+from devstack.kube_rest import Rest
 from tests.e2e.test_activator import running as controller_and_activator
-from tests.integration.test_eventing_broker import (
-    BILLING,
-    BROKER,
-    GROUP,
-    VERSION,
-    broker_processes,
-    new_id,
-)
-from tests.integration.test_eventing_manifests import ISSUE_TRIGGER, install_crds
-from tests.integration.test_manifests import Rest, kustomize, rest
+from tests.integration.test_eventing_broker import new_id
+from tests.integration.test_eventing_manifests import ISSUE_TRIGGER
+from tests.integration.test_manifests import kustomize, rest
 from tests.stack import Devstack, deployment, eventually, python_container, service, target_annotations
 
 __all__ = ["kustomize", "rest"]  # fixtures

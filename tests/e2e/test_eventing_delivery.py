@@ -16,17 +16,9 @@ import aiohttp
 import pytest
 
 from autoscaler.model import trigger_consumer_group
+from devstack.eventing_harness import BILLING, Broker, committed, subscriber
 from tests.controller import Process
-from tests.integration.test_eventing_broker import (
-    BILLING,
-    Broker,
-    broker,
-    committed,
-    kustomize,
-    new_id,
-    rest,
-    subscriber,
-)
+from tests.integration.test_eventing_broker import broker, kustomize, new_id, rest
 from tests.stack import eventually
 
 __all__ = ["broker", "kustomize", "rest"]  # fixtures

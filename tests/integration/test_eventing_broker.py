@@ -2,262 +2,47 @@
 
 A Broker of class queue-autoscaler and Triggers are created in the test's namespace (the CRDs of
 ``manifests/eventing`` installed for real); subscribers and dead-letter sinks are small HTTP servers in the
-test process that record what they receive and answer what the test says.
+test process that record what they receive and answer what the test says. That set-up is
+``devstack.eventing_harness``, which the benchmarks share.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import itertools
 import json
-import os
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from kubernetes_asyncio import client
 
-from autoscaler.model import broker_topic, trigger_consumer_group
+from autoscaler.model import trigger_consumer_group
 from autoscaler.observability.log_events import EventingLog
-from tests.controller import Process, queue_autoscaler
-from tests.integration.test_eventing_manifests import install_crds
-from tests.integration.test_manifests import Rest, kustomize, rest
+from devstack.eventing_harness import (
+    BILLING,
+    BROKER,
+    PARTITIONS,
+    Broker,
+    Received,
+    broker_processes,
+    committed,
+    install_crds,
+    subscriber,
+    wait_logged_port,
+)
+from devstack.kube_rest import Rest
+from tests.controller import Process
+from tests.integration.test_manifests import kustomize, rest
 from tests.stack import Devstack, eventually
-from tests.unit.activator.helpers import running
 
 __all__ = ["kustomize", "rest"]  # fixtures
 
 pytestmark = pytest.mark.devstack
-
-GROUP, VERSION = "eventing.knative.dev", "v1"
-BROKER = "default-event-broker"
-BILLING = "com.shivamitcs.billing.started"
-
-
-# --- a subscriber that records -----------------------------------------------------------------------------
-
-
-@dataclass
-class Received:
-    headers: dict[str, str]
-    body: bytes
-    at: float
-
-    @property
-    def id(self) -> str:
-        return self.headers.get("ce-id", "")
-
-
-@dataclass
-class Subscriber:
-    """Records every request; ``answer`` decides the status (and body) per request."""
-
-    received: list[Received] = field(default_factory=list)
-    answer: Callable[[Received], tuple[int, bytes, dict[str, str]]] = lambda _r: (200, b"", {})
-    url: str = ""
-    delay: float = 0.0  # seconds before answering
-
-    async def handle(self, request: web.Request) -> web.Response:
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        got = Received(
-            {k.lower(): v for k, v in request.headers.items()},
-            await request.read(),
-            asyncio.get_running_loop().time(),
-        )
-        self.received.append(got)
-        status, body, headers = self.answer(got)
-        return web.Response(status=status, body=body, headers=headers)
-
-    def ids(self) -> list[str]:
-        return [r.id for r in self.received]
-
-
-@contextlib.asynccontextmanager
-async def subscriber() -> AsyncIterator[Subscriber]:
-    sink = Subscriber()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", sink.handle)
-    async with running(app) as port:
-        sink.url = f"http://127.0.0.1:{port}/"
-        yield sink
-
-
-# --- the processes ----------------------------------------------------------------------------------------
-
-
-def logged_port(process: Process, event: str, key: str) -> int | None:
-    for entry in process.logged(event):
-        return int(entry[key])
-    return None
-
-
-async def wait_logged_port(process: Process, event: str, key: str) -> int:
-    async def probe() -> int | None:
-        process.assert_alive()
-        return logged_port(process, event, key)
-
-    found = await eventually(probe, lambda p: p is not None, timeout=60, interval=0.1, what=f"{event} {key}")
-    assert found is not None
-    return found
-
-
-@dataclass
-class Broker:
-    namespace: str
-    ingress: Process
-    dispatcher: Process
-    url: str  # the Broker's address: POST events here
-    api: client.ApiClient
-    devstack: Devstack
-
-    @property
-    def topic(self) -> str:
-        return broker_topic(self.namespace, BROKER)
-
-    async def post(self, event_id: str, event_type: str, *, extra: dict[str, str] | None = None) -> int:
-        headers = {
-            "ce-specversion": "1.0",
-            "ce-id": event_id,
-            "ce-source": "/tests",
-            "ce-type": event_type,
-            "Content-Type": "application/json",
-            **(extra or {}),
-        }
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(self.url, headers=headers, data=json.dumps({"id": event_id}).encode()) as response,
-        ):
-            return response.status
-
-    async def trigger(
-        self, name: str, spec: dict[str, Any], annotations: dict[str, str] | None = None
-    ) -> None:
-        body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "Trigger",
-            "metadata": {"name": name, "annotations": annotations or {}},
-            "spec": {"broker": BROKER, **spec},
-        }
-        await client.CustomObjectsApi(self.api).create_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, "triggers", body
-        )
-
-    async def status(self, plural: str, name: str) -> dict[str, Any]:
-        found = await client.CustomObjectsApi(self.api).get_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, plural, name
-        )
-        return dict(found.get("status") or {})
-
-    async def conditions(self, plural: str, name: str) -> dict[str, dict[str, str]]:
-        return {c["type"]: c for c in (await self.status(plural, name)).get("conditions", [])}
-
-    async def ready_trigger(self, name: str) -> None:
-        """Waits until the Trigger is Ready and its consumer group holds an offset for every partition."""
-        await eventually(
-            lambda: self.conditions("triggers", name),
-            lambda c: c.get("Ready", {}).get("status") == "True",
-            timeout=60,
-            interval=0.2,
-            what=f"Trigger {name} Ready",
-        )
-        group = trigger_consumer_group(self.namespace, name)
-        await eventually(
-            lambda: committed(self.devstack.kafka_bootstrap, group),
-            lambda offsets: len(offsets) == PARTITIONS,
-            timeout=60,
-            interval=0.2,
-            what=f"group {group} anchored on every partition",
-        )
-
-
-PARTITIONS = 3
-
-
-async def committed(bootstrap: str, group: str) -> dict[int, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    return {tp.partition: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
-
-
-@contextlib.asynccontextmanager
-async def broker_processes(
-    devstack: Devstack,
-    kube: client.ApiClient,
-    namespace: str,
-    tmp_path: Path,
-    *,
-    dispatcher_extra: tuple[str, ...] = (),
-) -> AsyncIterator[Broker]:
-    """The Broker in ``namespace``, and an ingress and a dispatcher process for that namespace."""
-    await client.CustomObjectsApi(kube).create_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        namespace,
-        "brokers",
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "Broker",
-            "metadata": {
-                "name": BROKER,
-                "annotations": {"eventing.knative.dev/broker.class": "queue-autoscaler"},
-            },
-        },
-    )
-    env = {**os.environ, "QUEUE_AUTOSCALER_LOG_FORMAT": "json"}
-    common = [
-        "--kubeconfig",
-        str(devstack.kubeconfig),
-        "--namespace",
-        namespace,
-        "--kafka-bootstrap",
-        devstack.kafka_bootstrap,
-        "--broker-partitions",
-        str(PARTITIONS),
-    ]
-    ingress = Process(
-        queue_autoscaler(
-            "broker-ingress", *common, "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0"
-        ),
-        tmp_path / "ingress.log",
-        env,
-    ).start()
-    dispatcher: Process | None = None
-    try:
-        port = await wait_logged_port(ingress, EventingLog.INGRESS_LISTENING, "port")
-        ingress_url = f"http://127.0.0.1:{port}"
-        dispatcher = Process(
-            queue_autoscaler(
-                "dispatcher",
-                *common,
-                "--broker-ingress-url",
-                ingress_url,
-                "--metrics-port",
-                "0",
-                *dispatcher_extra,
-            ),
-            tmp_path / "dispatcher.log",
-            env,
-        ).start()
-        await wait_logged_port(dispatcher, EventingLog.DISPATCHER_STARTED, "metrics_port")
-        yield Broker(namespace, ingress, dispatcher, f"{ingress_url}/{namespace}/{BROKER}", kube, devstack)
-    finally:
-        for process in (dispatcher, ingress):
-            if process is not None:
-                process.stop()
 
 
 @pytest.fixture

@@ -11,25 +11,20 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
+from devstack.eventing_harness import GROUP, install_crds, render_install
+from devstack.kube_rest import Rest, ident
 from tests.integration.test_manifests import (
-    MANIFESTS,
     NAMESPACE,
     RBAC_KINDS,
     Access,
-    Rest,
     allowed,
-    ident,
     kustomize,
-    kustomize_build,
     real_objects,
     rest,
 )
@@ -39,10 +34,8 @@ __all__ = ["kustomize", "rest"]  # fixtures
 
 pytestmark = pytest.mark.devstack
 
-COMPONENT = MANIFESTS / "eventing"
 INGRESS_SA = f"system:serviceaccount:{NAMESPACE}:queue-autoscaler-broker-ingress"
 DISPATCHER_SA = f"system:serviceaccount:{NAMESPACE}:queue-autoscaler-dispatcher"
-GROUP = "eventing.knative.dev"
 
 ISSUE_TRIGGER: dict[str, Any] = {
     "apiVersion": "eventing.knative.dev/v1",
@@ -60,55 +53,6 @@ ISSUE_TRIGGER: dict[str, Any] = {
         },
     },
 }
-
-
-def write_install(scratch: Path) -> Path:
-    """A user's kustomization beside copies of the base (with its install-generated token) and the
-    eventing component; returns its directory."""
-    shutil.copytree(MANIFESTS / "base", scratch / "base")
-    (scratch / "base" / "report-token").write_text("test-token\n")
-    shutil.copytree(COMPONENT, scratch / "eventing")
-    (scratch / "install").mkdir()
-    (scratch / "install" / "kustomization.yaml").write_text(
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-        "resources: [../base]\ncomponents: [../eventing]\n"
-    )
-    return scratch / "install"
-
-
-async def render_install(kustomize: Path) -> list[dict[str, Any]]:
-    """The base with the eventing component, as a user's kustomization would include them."""
-    with tempfile.TemporaryDirectory() as scratch:
-        done = await kustomize_build(kustomize, write_install(Path(scratch)))
-    assert done.returncode == 0, (
-        f"kustomize build of the base with the eventing component failed:\n{done.stderr}"
-    )
-    objects = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
-    assert all(isinstance(o, dict) for o in objects)
-    return objects
-
-
-async def install_crds(kustomize: Path, rest: Rest) -> None:
-    """Applies the CRDs for real (idempotent) and waits until both are Established."""
-    crds = await render_install(kustomize)
-    for crd in (o for o in crds if o["kind"] == "CustomResourceDefinition"):
-        status, doc = await rest.apply(crd, dry_run=False)
-        assert status in (200, 201), f"apply {ident(crd)}: HTTP {status}: {doc.get('message', doc)}"
-
-        def established(found: dict[str, Any] | None) -> bool:
-            conditions = ((found or {}).get("status") or {}).get("conditions") or []
-            return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
-
-        await eventually(
-            functools.partial(rest.get, crd), established, timeout=30, interval=0.2, what=f"{ident(crd)}"
-        )
-    rest._discovered.pop(f"/apis/{GROUP}/v1", None)
-
-    async def served() -> bool:
-        status, _doc = await rest.request("GET", f"/apis/{GROUP}/v1")
-        return status == 200
-
-    await eventually(served, bool, timeout=30, interval=0.2, what=f"{GROUP}/v1 to be served")
 
 
 async def test_the_component_renders_crds_rbac_and_the_ingress_and_dispatcher_next_to_the_base(

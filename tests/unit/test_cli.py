@@ -22,7 +22,7 @@ from autoscaler.control import reports
 from autoscaler.kube import leases
 from autoscaler.model import ConcurrencyReport, TargetConcurrency, TargetKey
 from autoscaler.observability import logging as obs_logging
-from tests.unit.activator import helpers
+from devstack import loopback
 
 ORDERS = TargetKey("shop", "orders")
 
@@ -38,7 +38,7 @@ class OneColdTarget:
 async def test_an_activator_reporting_to_the_url_the_leader_publishes_reaches_the_report_endpoint() -> None:
     received: list[ConcurrencyReport] = []
     app = reports.build_app(token="s3cret", on_report=received.append, is_leader=lambda: True)
-    async with helpers.running(app) as port:
+    async with loopback.running(app) as port:
         published = cli_controller.published_report_url(None, pod_ip="127.0.0.1", port=port)
         pusher = reporter.Reporter(
             url=published,

@@ -7,26 +7,12 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
 
 from autoscaler.activator import endpoints
-
-
-@asynccontextmanager
-async def running(app: web.Application, **runner_options: Any) -> AsyncIterator[int]:
-    """Serves ``app`` on an ephemeral 127.0.0.1 port for the block; yields the port."""
-    runner = web.AppRunner(app, shutdown_timeout=2.0, **runner_options)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port: int = runner.addresses[0][1]
-        yield port
-    finally:
-        await runner.cleanup()
+from devstack.loopback import running
 
 
 @asynccontextmanager

@@ -14,6 +14,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from autoscaler.activator import endpoints, proxy
+from devstack import loopback
 from tests.unit.activator import helpers
 from tests.unit.activator.conftest import ORDERS, Stack, make_stack
 
@@ -24,7 +25,7 @@ async def upstream(
 ) -> AsyncIterator[endpoints.Address]:
     app = web.Application()
     app.router.add_route("*", "/{path:.*}", handler)
-    async with helpers.running(app, auto_decompress=False) as port:
+    async with loopback.running(app, auto_decompress=False) as port:
         yield endpoints.Address("127.0.0.1", port)
 
 

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from autoscaler.activator import metrics, reporter
 from autoscaler.model import ConcurrencyReport, TargetConcurrency, TargetKey
+from devstack import loopback
 from tests.unit.activator import helpers
 
 ORDERS = TargetKey("shop", "orders")
@@ -50,7 +51,7 @@ async def controller() -> AsyncIterator[tuple[Controller, str]]:
     fake = Controller()
     app = web.Application()
     app.router.add_post("/report", fake.handle)
-    async with helpers.running(app) as port:
+    async with loopback.running(app) as port:
         yield fake, f"http://127.0.0.1:{port}/report"
 
 

@@ -16,6 +16,7 @@ from autoscaler import errors
 from autoscaler.activator import proxy, server, serving
 from autoscaler.model import ConcurrencyReport, TargetConcurrency
 from autoscaler.policy.annotations import PREFIX
+from devstack import loopback
 from tests.unit.activator import helpers
 from tests.unit.activator.conftest import ORDERS, Stack, make_stack
 
@@ -131,7 +132,7 @@ async def test_serve_reports_cold_starts_exposes_metrics_and_drains_on_stop() ->
     activator = server.Activator(registry=CollectorRegistry())
     listening: asyncio.Future[serving.Listening] = asyncio.get_running_loop().create_future()
     stop = asyncio.Event()
-    async with helpers.running(controller_app) as controller_port, helpers.pods(1) as (pod,):
+    async with loopback.running(controller_app) as controller_port, helpers.pods(1) as (pod,):
         served = asyncio.create_task(
             serving.serve(
                 activator=activator,
@@ -183,7 +184,7 @@ async def test_serve_reports_cold_starts_exposes_metrics_and_drains_on_stop() ->
 
 async def test_readyz_fails_while_draining(stack: Stack) -> None:
     async with (
-        helpers.running(serving.build_admin_app(stack.activator)) as port,
+        loopback.running(serving.build_admin_app(stack.activator)) as port,
         aiohttp.ClientSession() as client,
     ):
         await stack.activator.drain(timeout=1)

@@ -12,8 +12,8 @@ from prometheus_client import CollectorRegistry
 
 from autoscaler.errors import KafkaUnavailable
 from autoscaler.eventing import events, ingress
+from devstack.loopback import running
 from tests.stack import eventually
-from tests.unit.activator.helpers import running
 
 BINARY = {
     "ce-specversion": "1.0",
