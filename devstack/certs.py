@@ -22,33 +22,26 @@ from devstack.config import Layout
 _DAYS = "825"
 
 
+class _File:
+    """A Certificates attribute: the path of one file in its directory."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __get__(self, certs: Certificates, owner: type[Certificates] | None = None) -> Path:
+        return certs.directory / self._name
+
+
 @dataclass(frozen=True, slots=True)
 class Certificates:
     directory: Path
 
-    @property
-    def ca(self) -> Path:
-        return self.directory / "ca.pem"
-
-    @property
-    def other_ca(self) -> Path:
-        return self.directory / "other-ca.pem"
-
-    @property
-    def server_keystore(self) -> Path:
-        return self.directory / "server-keystore.pem"
-
-    @property
-    def client_cert(self) -> Path:
-        return self.directory / "client.pem"
-
-    @property
-    def client_key(self) -> Path:
-        return self.directory / "client.key"
-
-    @property
-    def client_keystore(self) -> Path:
-        return self.directory / "client-keystore.pem"
+    ca = _File("ca.pem")
+    other_ca = _File("other-ca.pem")
+    server_keystore = _File("server-keystore.pem")
+    client_cert = _File("client.pem")
+    client_key = _File("client.key")
+    client_keystore = _File("client-keystore.pem")
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -57,7 +50,8 @@ def _openssl(*args: str, cwd: Path) -> None:
         raise RuntimeError(f"openssl {' '.join(args[:2])} failed:\n{done.stderr}")
 
 
-def _ca(directory: Path, name: str, subject: str) -> None:
+def _key(directory: Path, name: str) -> None:
+    """``<name>.key``: a P-256 key, PKCS#8 (what Kafka's PEM keystore reads)."""
     _openssl(
         "genpkey",
         "-algorithm",
@@ -68,6 +62,10 @@ def _ca(directory: Path, name: str, subject: str) -> None:
         f"{name}.key",
         cwd=directory,
     )
+
+
+def _ca(directory: Path, name: str, subject: str) -> None:
+    _key(directory, name)
     _openssl(
         "req", "-x509", "-new", "-key", f"{name}.key", "-sha256", "-days", _DAYS, "-subj", subject,
         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
@@ -77,17 +75,7 @@ def _ca(directory: Path, name: str, subject: str) -> None:
 
 
 def _leaf(directory: Path, name: str, subject: str, extensions: str) -> None:
-    # PKCS#8 keys: what Kafka's PEM keystore reads.
-    _openssl(
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-out",
-        f"{name}.key",
-        cwd=directory,
-    )
+    _key(directory, name)
     _openssl("req", "-new", "-key", f"{name}.key", "-subj", subject, "-out", f"{name}.csr", cwd=directory)
     (directory / f"{name}.ext").write_text(extensions)
     _openssl(

@@ -8,19 +8,16 @@ it, never the stream's sequence numbers; an endpoint that cannot be reached is e
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from types import TracebackType
 
 import structlog
 from prometheus_client import CollectorRegistry
 
 from autoscaler.errors import BacklogError, SourceError, SourceUnavailable
 from autoscaler.model import ConsumerBacklog as ConsumerBacklog
-from autoscaler.observability.log_events import SourceLog
 from autoscaler.sources import reading
-from autoscaler.sources.http import AiohttpGetter, JsonAnswer, JsonGetter
+from autoscaler.sources.http import JsonAnswer, JsonGetter
 
 log = structlog.get_logger(__name__)
 
@@ -42,7 +39,7 @@ _Consumers = dict[str, dict[str, Mapping[str, object]]]
 """One account's consumers: stream name -> consumer name -> the consumer's entry in the answer."""
 
 
-class ConsumerReader:
+class ConsumerReader(reading.HttpReader[ConsumerQuery, ConsumerResult]):
     """Reads one NATS server's /jsz for many consumers at once."""
 
     def __init__(
@@ -54,49 +51,14 @@ class ConsumerReader:
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.monitoring_url = monitoring_url.rstrip("/")
-        self.settings = settings if settings is not None else reading.ReaderSettings()
-        self.metrics = reading.SourceMetrics(SOURCE, registry)
-        self._own_getter = getter is None
-        self._getter: JsonGetter = (
-            getter if getter is not None else AiohttpGetter(timeout=self.settings.request_timeout)
+        super().__init__(
+            SOURCE, self.monitoring_url, getter=getter, settings=settings, registry=registry, log=log
         )
-        self._log = log.bind(source=SOURCE, server=self.monitoring_url)
-
-    async def __aenter__(self) -> ConsumerReader:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        if self._own_getter and isinstance(self._getter, AiohttpGetter):
-            await self._getter.close()
-
-    async def read(self, *, queries: Sequence[ConsumerQuery]) -> dict[ConsumerQuery, ConsumerResult]:
-        """Each query's backlog or its error; never raises for the server's faults (each query gets them)."""
-        wanted = tuple(dict.fromkeys(queries))
-        if not wanted:
-            return {}
-        return await reading.timed(self.metrics, lambda: self._read(wanted))
 
     async def _read(self, wanted: tuple[ConsumerQuery, ...]) -> dict[ConsumerQuery, ConsumerResult]:
         accounts = sorted({q.account for q in wanted})
-        answers = await asyncio.gather(*(self._account(a) for a in accounts), return_exceptions=True)
-        by_account: dict[str, _Consumers | SourceError] = {}
-        for account, answer in zip(accounts, answers, strict=True):
-            if isinstance(answer, BaseException) and not isinstance(answer, SourceError):
-                raise answer
-            by_account[account] = answer
-        result = {q: _select(q, by_account[q.account]) for q in wanted}
-        self._log.debug(
-            SourceLog.READ_DONE,
-            queries=len(wanted),
-            accounts=len(accounts),
-            errors=sum(isinstance(r, SourceError) for r in result.values()),
-        )
-        return result
+        by_account = await reading.gather_by(accounts, self._account)
+        return self._done({q: _select(q, by_account[q.account]) for q in wanted}, accounts=len(accounts))
 
     async def _account(self, account: str) -> _Consumers:
         where = f"nats {self.monitoring_url} account {account!r}"

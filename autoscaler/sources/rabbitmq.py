@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from urllib.parse import quote
 
 import structlog
@@ -22,9 +21,8 @@ from prometheus_client import CollectorRegistry
 
 from autoscaler.errors import BacklogError, SourceError, SourceUnavailable
 from autoscaler.model import QueueCounts as QueueCounts
-from autoscaler.observability.log_events import SourceLog
 from autoscaler.sources import reading
-from autoscaler.sources.http import AiohttpGetter, JsonAnswer, JsonGetter
+from autoscaler.sources.http import JsonAnswer, JsonGetter
 
 log = structlog.get_logger(__name__)
 
@@ -50,7 +48,7 @@ _Listing = dict[str, QueueCounts | None]
 """One vhost's queues by name; None: listed without counts."""
 
 
-class QueueReader:
+class QueueReader(reading.HttpReader[QueueQuery, QueueResult]):
     """Reads one RabbitMQ server's management API for many queries at once.
 
     ``password`` is called for every request, so a rotated password file takes effect at the next read;
@@ -68,51 +66,16 @@ class QueueReader:
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.management_url = management_url.rstrip("/")
-        self.settings = settings if settings is not None else reading.ReaderSettings()
-        self.metrics = reading.SourceMetrics(SOURCE, registry)
+        super().__init__(
+            SOURCE, self.management_url, getter=getter, settings=settings, registry=registry, log=log
+        )
         self._username = username
         self._password = password
-        self._own_getter = getter is None
-        self._getter: JsonGetter = (
-            getter if getter is not None else AiohttpGetter(timeout=self.settings.request_timeout)
-        )
-        self._log = log.bind(source=SOURCE, server=self.management_url)
-
-    async def __aenter__(self) -> QueueReader:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        if self._own_getter and isinstance(self._getter, AiohttpGetter):
-            await self._getter.close()
-
-    async def read(self, *, queries: Sequence[QueueQuery]) -> dict[QueueQuery, QueueResult]:
-        """Each query's queues or its error; never raises for the server's faults (each query gets them)."""
-        wanted = tuple(dict.fromkeys(queries))
-        if not wanted:
-            return {}
-        return await reading.timed(self.metrics, lambda: self._read(wanted))
 
     async def _read(self, wanted: tuple[QueueQuery, ...]) -> dict[QueueQuery, QueueResult]:
         vhosts = sorted({q.vhost for q in wanted})
-        listings = await asyncio.gather(*(self._list_vhost(v) for v in vhosts), return_exceptions=True)
-        by_vhost: dict[str, _Listing | SourceError] = {}
-        for vhost, listing in zip(vhosts, listings, strict=True):
-            if isinstance(listing, BaseException) and not isinstance(listing, SourceError):
-                raise listing
-            by_vhost[vhost] = listing
-        result = {q: _select(q, by_vhost[q.vhost]) for q in wanted}
-        self._log.debug(
-            SourceLog.READ_DONE,
-            queries=len(wanted),
-            vhosts=len(vhosts),
-            errors=sum(isinstance(r, SourceError) for r in result.values()),
-        )
-        return result
+        by_vhost = await reading.gather_by(vhosts, self._list_vhost)
+        return self._done({q: _select(q, by_vhost[q.vhost]) for q in wanted}, vhosts=len(vhosts))
 
     async def _list_vhost(self, vhost: str) -> _Listing:
         first = await self._page(vhost, 1)

@@ -1,4 +1,5 @@
-"""What the RabbitMQ, Redis and NATS readers share: settings, the retry policy and their metrics.
+"""What the RabbitMQ, Redis and NATS readers share: settings, the retry policy, their metrics and the
+skeleton of a batched read (``BatchReader``, ``HttpReader``, ``gather_by``).
 
 Metrics live on an injected registry, one counter and one histogram per registry shared by every reader:
 ``queue_autoscaler_source_requests_total{source,api}`` counts each request sent (a retry is a request),
@@ -9,19 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from types import TracebackType
+from typing import Generic, Self, TypeVar
 
 import structlog
 import tenacity
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from tenacity.stop import stop_base
 
-from autoscaler.errors import AutoscalerError
+from autoscaler.errors import AutoscalerError, SourceError
 from autoscaler.observability.log_events import SourceLog
+from autoscaler.sources.http import AiohttpGetter, JsonGetter
 
 T = TypeVar("T")
+K = TypeVar("K")
+Q = TypeVar("Q", bound=Hashable)
+R = TypeVar("R")
 
 _READ_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -141,3 +147,88 @@ async def timed(metrics: SourceMetrics, call: Callable[[], Awaitable[T]]) -> T:
         return await call()
     finally:
         metrics.observe(loop.time() - started)
+
+
+async def gather_by(keys: Sequence[K], fetch: Callable[[K], Awaitable[T]]) -> dict[K, T | SourceError]:
+    """``fetch`` of every key at once: each key's answer or its SourceError; any other exception is raised."""
+    answers = await asyncio.gather(*(fetch(key) for key in keys), return_exceptions=True)
+    found: dict[K, T | SourceError] = {}
+    for key, answer in zip(keys, answers, strict=True):
+        if isinstance(answer, BaseException) and not isinstance(answer, SourceError):
+            raise answer
+        found[key] = answer
+    return found
+
+
+class BatchReader(Generic[Q, R]):
+    """One server's reader for many queries at once; a subclass writes ``_read`` and, if it opens
+    anything, ``close``. ``async with`` closes it."""
+
+    def __init__(
+        self,
+        source: str,
+        server: str,
+        *,
+        settings: ReaderSettings | None,
+        registry: CollectorRegistry | None,
+        log: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        self.settings = settings if settings is not None else ReaderSettings()
+        self.metrics = SourceMetrics(source, registry)
+        self._log = log.bind(source=source, server=server)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Releases what the reader opened (nothing here)."""
+
+    async def read(self, *, queries: Sequence[Q]) -> dict[Q, R]:
+        """Each query's result or its error; never raises for the server's faults (each query gets them)."""
+        wanted = tuple(dict.fromkeys(queries))
+        if not wanted:
+            return {}
+        return await timed(self.metrics, lambda: self._read(wanted))
+
+    async def _read(self, wanted: tuple[Q, ...]) -> dict[Q, R]:
+        """One result per query of ``wanted`` (distinct, never empty)."""
+        raise NotImplementedError
+
+    def _done(self, result: dict[Q, R], **counts: int) -> dict[Q, R]:
+        """Logs the read of ``result`` (its queries, ``counts`` and errors) and returns it."""
+        self._log.debug(
+            SourceLog.READ_DONE,
+            queries=len(result),
+            **counts,
+            errors=sum(isinstance(r, SourceError) for r in result.values()),
+        )
+        return result
+
+
+class HttpReader(BatchReader[Q, R]):
+    """A BatchReader over JSON GETs: on ``getter``, or on its own AiohttpGetter that it closes."""
+
+    def __init__(
+        self,
+        source: str,
+        server: str,
+        *,
+        getter: JsonGetter | None,
+        settings: ReaderSettings | None,
+        registry: CollectorRegistry | None,
+        log: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        super().__init__(source, server, settings=settings, registry=registry, log=log)
+        self._own_getter = getter is None
+        self._getter: JsonGetter = (
+            getter if getter is not None else AiohttpGetter(timeout=self.settings.request_timeout)
+        )
+
+    async def close(self) -> None:
+        if self._own_getter and isinstance(self._getter, AiohttpGetter):
+            await self._getter.close()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Protocol
 
 import redis.asyncio as aioredis
@@ -88,7 +87,7 @@ class RedisPipe:
         await self._client.aclose()
 
 
-class StreamReader:
+class StreamReader(reading.BatchReader[StreamQuery, StreamResult]):
     """Reads the consumer groups of many streams of one Redis server in one pipelined round trip."""
 
     def __init__(
@@ -101,32 +100,15 @@ class StreamReader:
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.url = url
-        self.settings = settings if settings is not None else reading.ReaderSettings()
-        self.metrics = reading.SourceMetrics(SOURCE, registry)
+        super().__init__(SOURCE, _without_password(url), settings=settings, registry=registry, log=log)
         self._pipe: CommandPipe = (
             pipe
             if pipe is not None
             else RedisPipe(url, password=password, timeout=self.settings.request_timeout)
         )
-        self._log = log.bind(source=SOURCE, server=_without_password(url))
-
-    async def __aenter__(self) -> StreamReader:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         await self._pipe.close()
-
-    async def read(self, *, queries: Sequence[StreamQuery]) -> dict[StreamQuery, StreamResult]:
-        """Each query's backlog or its error; never raises for the server's faults (each query gets them)."""
-        wanted = tuple(dict.fromkeys(queries))
-        if not wanted:
-            return {}
-        return await reading.timed(self.metrics, lambda: self._read(wanted))
 
     async def _read(self, wanted: tuple[StreamQuery, ...]) -> dict[StreamQuery, StreamResult]:
         streams = sorted({q.stream for q in wanted})
@@ -148,13 +130,7 @@ class StreamReader:
         groups = dict(zip(streams, replies[: len(streams)], strict=True))
         length_of = dict(zip(lengths, replies[len(streams) :], strict=True))
         result = {q: self._backlog(q, groups[q.stream], length_of.get(q.stream)) for q in wanted}
-        self._log.debug(
-            SourceLog.READ_DONE,
-            queries=len(wanted),
-            streams=len(streams),
-            errors=sum(isinstance(r, SourceError) for r in result.values()),
-        )
-        return result
+        return self._done(result, streams=len(streams))
 
     @property
     def _where(self) -> str:

@@ -9,37 +9,30 @@ SIGTERM: stop; the unacknowledged messages go back to the queue.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 
 import aio_pika
 
-from devstack.workers.common import Pace, run_until_signalled
+from devstack.workers.common import arguments, run_until_signalled, running
 
 
 async def work(args: argparse.Namespace) -> None:
-    pod = os.environ.get("POD_NAME", "local")
-    pace = Pace(args.rate)
     connection = await aio_pika.connect(args.url)
-    try:
+    async with running(args.rate, close=connection.close) as run:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=args.prefetch)
         queue = await channel.declare_queue(args.queue, passive=True)
-        print(json.dumps({"event": "started", "pod": pod, "queue": args.queue}), flush=True)
+        run.started(queue=args.queue)
         async with queue.iterator() as messages:
             async for message in messages:
-                await pace.one()
+                await run.pace.one()
                 await message.ack()
-    finally:
-        await connection.close()
-        print(json.dumps({"event": "stopped", "pod": pod, "processed": pace.processed}), flush=True)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--url", default=os.environ.get("RABBITMQ_URL", "amqp://127.0.0.1:19672/"))
+    parser = arguments(
+        __doc__, url_env="RABBITMQ_URL", url_default="amqp://127.0.0.1:19672/", unit="messages"
+    )
     parser.add_argument("--queue", required=True)
-    parser.add_argument("--rate", type=float, default=0.0, help="messages per second (0 = unlimited)")
     parser.add_argument("--prefetch", type=int, default=10, help="unacknowledged messages at most")
     run_until_signalled(work(parser.parse_args()))
 
