@@ -22,7 +22,7 @@ import pytest
 from kubernetes_asyncio import client
 from prometheus_client.parser import text_string_to_metric_families
 
-from autoscaler.observability.log_events import ActivatorLog, ControlLog
+from autoscaler.observability.log_events import ActivatorLog, ControlLog, KubeLog
 from tests.controller import Process, activator, controller
 from tests.stack import (
     Devstack,
@@ -424,7 +424,7 @@ async def test_without_a_controller_url_the_activator_reports_to_the_leader_name
             "queue-autoscaler-controller", namespace
         )
         published = lease.metadata.annotations[REPORT_URL]
-        await wait_logged(stack.activator, ActivatorLog.LEADER_CHANGED, url=published)
+        await wait_logged(stack.activator, KubeLog.LEADER_URL_CHANGED, url=published)
         await routed(stack)
         async with aiohttp.ClientSession() as session:
             answer = await send(session, stack, path="/hello?from=lease")

@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 
 from autoscaler.model import trigger_consumer_group
+from autoscaler.observability.log_events import EventingLog
 from devstack.eventing_harness import BILLING, Broker, committed, subscriber
 from tests.controller import Process
 from tests.integration.test_eventing_broker import broker, kustomize, new_id, rest
@@ -138,7 +139,7 @@ async def test_a_subscriber_failing_a_fifth_of_attempts_gets_every_event_after_r
     attempts = Counter(sink.ids())
     assert set(attempts) == {i for i, _ in events}
     print(f"\n{sum(attempts.values())} attempts for 300 events; most for one: {max(attempts.values())}")
-    assert broker.dispatcher.logged("eventing.delivery.failed") == []  # none ran out of retries
+    assert broker.dispatcher.logged(EventingLog.DELIVERY_FAILED) == []  # none ran out of retries
 
 
 async def test_with_the_dead_letter_sink_down_nothing_is_committed_past_the_event_until_it_returns(

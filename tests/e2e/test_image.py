@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from kubernetes_asyncio import client
 
+from autoscaler.observability.log_events import ControlLog
 from devstack import image
 from devstack.config import Layout
 from tests.stack import (
@@ -144,7 +145,9 @@ async def test_the_controller_in_the_image_scales_a_deployment_from_zero_to_thre
         lambda: spec_replicas(kube, namespace, name), lambda n: n == 0, timeout=60, what="back to 0"
     )
 
-    scaled = [(e["replicas_from"], e["replicas_to"]) for e in logged(controller_in_image, "scaled")]
+    scaled = [
+        (e["replicas_from"], e["replicas_to"]) for e in logged(controller_in_image, ControlLog.TARGET_SCALED)
+    ]
     assert (up, down) == (3, 0)
     assert scaled[0] == (0, 3), scaled
     assert scaled[-1][1] == 0, scaled

@@ -26,7 +26,7 @@ from devstack.config import REPO_ROOT
 pytestmark = pytest.mark.timeout(600)
 
 BUILD_CONTEXT = ("pyproject.toml", "constraints.txt", "README.md", "autoscaler")
-SUBCOMMANDS = ("run", "activator", "decide", "lag")
+SUBCOMMANDS = ("run", "activator", "broker-ingress", "dispatcher", "decide", "match", "lag")
 
 
 @dataclass(frozen=True)

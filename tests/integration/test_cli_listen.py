@@ -52,6 +52,7 @@ async def test_run_with_its_metrics_port_taken_exits_with_one_line_naming_the_po
             str(taken_port),
             "--report-port",
             "0",
+            "--report-insecure",
             "--leader-election",
             "false",
             "--log-format",
