@@ -250,7 +250,6 @@ async def test_a_wrong_password_holds_replicas_with_one_event_and_a_fixed_file_r
     good = password_file.read_text()
 
     password_file.write_text("not-the-password\n")
-    await produce(devstack.kafka_bootstrap, topic, 300, partitions=3)  # would be 6 replicas if readable
     unavailable = await eventually(
         lambda: events_of(kube, namespace, "w"),
         lambda events: any(e["reason"] == "LagUnavailable" for e in events),
@@ -261,6 +260,7 @@ async def test_a_wrong_password_holds_replicas_with_one_event_and_a_fixed_file_r
     assert "connection 'scram'" in message
     assert "SASL SCRAM-SHA-512 authentication failed" in message
     assert "invalid credentials" in message  # the broker's own words
+    await produce(devstack.kafka_bootstrap, topic, 300, partitions=3)  # would be 6 replicas if readable
     ticks_at_outage = await secured_controller.metric("queue_autoscaler_ticks_total")
     assert ticks_at_outage is not None
     await eventually(

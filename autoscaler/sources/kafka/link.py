@@ -47,10 +47,18 @@ class _Refused:
     backoff: float
 
 
-def _retrieve(task: asyncio.Task[None]) -> None:
+def _retrieve(task: asyncio.Task[Any]) -> None:
     """A connection attempt whose reader stopped waiting: its error is reported by the next read."""
     if not task.cancelled():
         task.exception()
+
+
+async def _discard(opening: asyncio.Task[Any]) -> None:
+    """Stops a background connection attempt and closes the client it made, if it made one."""
+    opening.cancel()
+    made = (await asyncio.gather(opening, return_exceptions=True))[0]
+    if made is not None and not isinstance(made, BaseException):
+        await made.close()
 
 
 class Link:
@@ -75,15 +83,15 @@ class Link:
         self._log = log
         self._stamp: tuple[object, ...] = ()
         self._refused: _Refused | None = None
-        self._opening: asyncio.Task[None] | None = None
+        self._opening: asyncio.Task[Any] | None = None
+        self._opening_stamp: tuple[object, ...] = ()
         self._closed = False
 
     async def close(self) -> None:
         self._closed = True
         opening, self._opening = self._opening, None
-        if opening is not None and not opening.done():
-            opening.cancel()
-            await asyncio.gather(opening, return_exceptions=True)
+        if opening is not None:
+            await _discard(opening)
         await self._drop_client()
 
     async def _drop_client(self) -> None:
@@ -93,28 +101,48 @@ class Link:
             await client.close()
 
     async def connect(self, deadline: float) -> None:
-        """A client built from the connection's files as they are now; a changed file rebuilds it."""
+        """A client built from the connection's files as they are now.
+
+        When a file changes, the new client is made in the background while the current one (authenticated
+        with the previous credentials) keeps serving reads; it replaces it once its handshake succeeded, and
+        a refused handshake ends the current one too. The handshake is shielded: a read cancelled by its
+        caller's deadline leaves it running for the next read (TLS and SASL handshakes can outlast a tick).
+        """
         if self._closed:
             raise KafkaError(f"{self.where}: the offset reader is closed")
         stamp = connection.stamp(self.connection)
         if self.client is not None and stamp == self._stamp:
             return
-        if self.client is not None:
-            self._log.info(KafkaLog.CONNECTION_RENEWED, detail="credential or certificate files changed")
-            await self._drop_client()
         refused = self._refused
         if refused is not None and refused.stamp == stamp and retry.now() < refused.retry_at:
             raise refused.error
-        # Shielded: a read cancelled by its caller's deadline leaves the handshake running for the next read
-        # (TLS and SASL handshakes can outlast a short tick), instead of starting it over every time.
-        if self._opening is None or self._opening.done():
+        if self._opening is not None and self._opening_stamp != stamp:
+            stale, self._opening = self._opening, None  # made from files that changed again since
+            await _discard(stale)
+        if self._opening is None:
+            self._opening_stamp = stamp
             self._opening = asyncio.create_task(
                 self._open(stamp, deadline), name=f"kafka connect {self.where}"
             )
             self._opening.add_done_callback(_retrieve)
-        await asyncio.shield(self._opening)
+        opening = self._opening
+        if self.client is not None and not opening.done():
+            return  # the current client serves this read
+        try:
+            client = await asyncio.shield(opening)
+        except KafkaError:
+            if self._opening is opening:
+                self._opening = None
+            await self._drop_client()
+            raise
+        if self._opening is opening:
+            self._opening = None
+        if self.client is not None:
+            self._log.info(KafkaLog.CONNECTION_RENEWED, detail="credential or certificate files changed")
+            await self._drop_client()
+        self.client, self._stamp, self._refused = client, stamp, None
 
-    async def _open(self, stamp: tuple[object, ...], deadline: float) -> None:
+    async def _open(self, stamp: tuple[object, ...], deadline: float) -> Any:
         opts = connection.options(self.connection)
         # A refused handshake is learnt from one connection of our own: aiokafka's bootstrap hides the reason.
         reason = await connection.diagnose(
@@ -122,6 +150,7 @@ class Link:
         )
         if reason is not None:
             self._refuse(stamp, reason)
+        made: list[Any] = []
 
         async def attempt() -> bool:
             client = AIOKafkaClient(
@@ -142,11 +171,11 @@ class Link:
             except BaseException:
                 await client.close()
                 raise
-            self.client = client
+            made.append(client)
             return True
 
         await retry.until_settled(attempt, deadline, settings=self.settings, log=self._log)
-        self._stamp, self._refused = stamp, None
+        return made[0]
 
     def _refuse(self, stamp: tuple[object, ...], reason: str) -> None:
         """The broker refused the credentials or certificate: raise that, and back off until they change."""
