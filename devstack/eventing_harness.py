@@ -32,6 +32,23 @@ from devstack.processes import Process, queue_autoscaler
 GROUP, VERSION = "eventing.knative.dev", "v1"
 BROKER = "default-event-broker"
 BILLING = "com.shivamitcs.billing.started"
+# The billing flow's canonical Trigger, as written for Knative (its subscriber is a Knative Service).
+ISSUE_TRIGGER: dict[str, Any] = {
+    "apiVersion": "eventing.knative.dev/v1",
+    "kind": "Trigger",
+    "metadata": {"name": "billing-process-trigger", "namespace": "serverless-apps"},
+    "spec": {
+        "broker": "default-event-broker",
+        "filter": {"attributes": {"type": "com.shivamitcs.billing.started"}},
+        "subscriber": {
+            "ref": {
+                "apiVersion": "serving.knative.dev/v1",
+                "kind": "Service",
+                "name": "billing-worker-service",
+            }
+        },
+    },
+}
 PARTITIONS = 3
 COMPONENT = MANIFESTS / "eventing"
 

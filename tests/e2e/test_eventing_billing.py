@@ -21,11 +21,18 @@ import pytest
 from kubernetes_asyncio import client
 
 from autoscaler.model import broker_topic, trigger_consumer_group
-from devstack.eventing_harness import BILLING, BROKER, GROUP, VERSION, broker_processes, install_crds
+from devstack.eventing_harness import (
+    BILLING,
+    BROKER,
+    GROUP,
+    ISSUE_TRIGGER,
+    VERSION,
+    broker_processes,
+    install_crds,
+)
 from devstack.kube_rest import Rest
 from tests.e2e.test_activator import running as controller_and_activator
 from tests.integration.test_eventing_broker import new_id
-from tests.integration.test_eventing_manifests import ISSUE_TRIGGER
 from tests.integration.test_manifests import kustomize, rest
 from tests.stack import Devstack, deployment, eventually, python_container, service, target_annotations
 

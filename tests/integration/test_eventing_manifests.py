@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from devstack.eventing_harness import GROUP, install_crds, render_install
+from devstack.eventing_harness import GROUP, ISSUE_TRIGGER, install_crds, render_install
 from devstack.kube_rest import Rest, ident
 from tests.integration.test_manifests import (
     NAMESPACE,
@@ -36,23 +36,6 @@ pytestmark = pytest.mark.devstack
 
 INGRESS_SA = f"system:serviceaccount:{NAMESPACE}:queue-autoscaler-broker-ingress"
 DISPATCHER_SA = f"system:serviceaccount:{NAMESPACE}:queue-autoscaler-dispatcher"
-
-ISSUE_TRIGGER: dict[str, Any] = {
-    "apiVersion": "eventing.knative.dev/v1",
-    "kind": "Trigger",
-    "metadata": {"name": "billing-process-trigger", "namespace": "serverless-apps"},
-    "spec": {
-        "broker": "default-event-broker",
-        "filter": {"attributes": {"type": "com.shivamitcs.billing.started"}},
-        "subscriber": {
-            "ref": {
-                "apiVersion": "serving.knative.dev/v1",
-                "kind": "Service",
-                "name": "billing-worker-service",
-            }
-        },
-    },
-}
 
 
 async def test_the_component_renders_crds_rbac_and_the_ingress_and_dispatcher_next_to_the_base(

@@ -11,23 +11,7 @@ import pytest
 
 from autoscaler import errors
 from autoscaler.eventing import delivery, filters
-
-ISSUE_TRIGGER: dict[str, Any] = {
-    "apiVersion": "eventing.knative.dev/v1",
-    "kind": "Trigger",
-    "metadata": {"name": "billing-process-trigger", "namespace": "serverless-apps"},
-    "spec": {
-        "broker": "default-event-broker",
-        "filter": {"attributes": {"type": "com.shivamitcs.billing.started"}},
-        "subscriber": {
-            "ref": {
-                "apiVersion": "serving.knative.dev/v1",
-                "kind": "Service",
-                "name": "billing-worker-service",
-            }
-        },
-    },
-}
+from devstack.eventing_harness import ISSUE_TRIGGER
 
 
 def trigger(**spec: Any) -> filters.Trigger:
