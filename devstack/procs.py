@@ -10,6 +10,7 @@ import contextlib
 import os
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -64,17 +65,24 @@ def spawn(
             ],
             setsid=True,
         )
+    return _write_record(name, pid, pid_dir=pid_dir)
+
+
+def _write_record(name: str, pid: int, *, pid_dir: Path) -> Recorded:
+    """Writes the pid file whole or not at all: the stack starts components from several threads, and a
+    reader must never see a half-written file."""
     ticks = _start_ticks(pid) or 0
-    (pid_dir / f"{name}.pid").write_text(f"{pid} {ticks}\n")
+    path = pid_dir / f"{name}.pid"
+    partial = pid_dir / f".{name}.pid.{os.getpid()}.{threading.get_ident()}"
+    partial.write_text(f"{pid} {ticks}\n")
+    os.replace(partial, path)
     return Recorded(name, pid, ticks)
 
 
 def record(name: str, pid: int, *, pid_dir: Path) -> Recorded:
     """Records a process started elsewhere (e.g. a pod's process) so ``down`` can stop it."""
     pid_dir.mkdir(parents=True, exist_ok=True)
-    ticks = _start_ticks(pid) or 0
-    (pid_dir / f"{name}.pid").write_text(f"{pid} {ticks}\n")
-    return Recorded(name, pid, ticks)
+    return _write_record(name, pid, pid_dir=pid_dir)
 
 
 def forget(name: str, *, pid_dir: Path) -> None:
@@ -82,13 +90,15 @@ def forget(name: str, *, pid_dir: Path) -> None:
 
 
 def recorded(pid_dir: Path) -> list[Recorded]:
+    """Every readable pid file. One that cannot be read or parsed is skipped, never deleted: it may belong
+    to a component another thread is recording right now."""
     found: list[Recorded] = []
     for path in sorted(pid_dir.glob("*.pid")) if pid_dir.is_dir() else []:
         try:
             pid_text, ticks_text = path.read_text().split()
             found.append(Recorded(path.stem, int(pid_text), int(ticks_text)))
-        except ValueError:
-            path.unlink(missing_ok=True)
+        except (OSError, ValueError):
+            continue
     return found
 
 
