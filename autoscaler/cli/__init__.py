@@ -14,8 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from autoscaler import errors, settings
-from autoscaler.cli import activator, controller, lag, oneshot
-from autoscaler.cli import eventing as cli_eventing
+from autoscaler.cli import lag, oneshot
 from autoscaler.cli.oneshot import EXIT_INVALID as EXIT_INVALID
 from autoscaler.observability import logging as obs_logging
 from autoscaler.settings import eventing as eventing_settings
@@ -35,13 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
         "decide and patch their scale subresource.",
     )
     settings.add_controller_flags(run)
-    activator = sub.add_parser(
+    activator_command = sub.add_parser(
         "activator",
         help="run the activator (HTTP/CloudEvents buffer and proxy)",
         description="Route requests by Host to annotated Deployments, hold them while the target has no "
         "ready endpoint, wake it at once, forward when a pod is ready.",
     )
-    settings.add_activator_flags(activator)
+    settings.add_activator_flags(activator_command)
     sub.add_parser(
         "decide",
         help="explain one decision: JSON document on stdin, decision on stdout",
@@ -65,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "match",
         help="does a Trigger take this event, and why: JSON document on stdin, verdict on stdout",
-        description=cli_eventing.MATCH_HELP,
+        description=eventing_settings.MATCH_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     lag.add_parser(sub)
@@ -78,19 +77,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     obs_logging.configure(log_format="console" if one_shot else "auto", level="warning")
     if one_shot:  # the command's own message says what failed; the libraries' retries are noise here
         logging.getLogger().setLevel(logging.CRITICAL)
+    # Each long-running command imports only its own wiring (the controller never loads the activator's
+    # or the event broker's modules).
     try:
         if args.command == "decide":
             return oneshot.cmd_decide()
         if args.command == "match":
+            from autoscaler.cli import eventing as cli_eventing
+
             return cli_eventing.cmd_match()
         if args.command == "lag":
             return asyncio.run(lag.run(args))
-        if args.command == "broker-ingress":
-            return cli_eventing.run_broker_ingress(eventing_settings.broker_ingress_settings(args))
-        if args.command == "dispatcher":
+        if args.command in ("broker-ingress", "dispatcher"):
+            from autoscaler.cli import eventing as cli_eventing
+
+            if args.command == "broker-ingress":
+                return cli_eventing.run_broker_ingress(eventing_settings.broker_ingress_settings(args))
             return cli_eventing.run_dispatcher(eventing_settings.dispatcher_settings(args))
         if args.command == "run":
+            from autoscaler.cli import controller
+
             return controller.run_controller(settings.controller_settings(args))
+        from autoscaler.cli import activator
+
         return activator.run_activator(settings.activator_settings(args))
     except errors.SettingsError as exc:
         print(f"queue-autoscaler {args.command}: {exc}", file=sys.stderr)

@@ -27,12 +27,6 @@ log = structlog.get_logger("autoscaler")
 
 EXIT_INVALID = 2
 
-MATCH_HELP = """\
-Reads {"trigger": <a Trigger manifest as JSON>, "event": <a structured-mode CloudEvent as JSON>} on stdin
-and writes {"matches": true|false, "reason": "..."}: the filter code the dispatcher runs, with what decided.
-An invalid Trigger exits with status 2 and lists every problem on stderr.
-"""
-
 
 def cmd_match() -> int:
     try:

@@ -17,6 +17,12 @@ from autoscaler.settings import (
     env_default,
 )
 
+MATCH_HELP = """\
+Reads {"trigger": <a Trigger manifest as JSON>, "event": <a structured-mode CloudEvent as JSON>} on stdin
+and writes {"matches": true|false, "reason": "..."}: the filter code the dispatcher runs, with what decided.
+An invalid Trigger exits with status 2 and lists every problem on stderr.
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class BrokerIngressSettings:

@@ -13,13 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import redis.asyncio as aioredis
 import structlog
 from prometheus_client import CollectorRegistry
-from redis import exceptions as redis_errors
-from redis.credentials import CredentialProvider
 
-from autoscaler.errors import BacklogError, SourceError, SourceUnavailable
+from autoscaler.errors import BacklogError, SourceError
 from autoscaler.model import StreamBacklog as StreamBacklog
 from autoscaler.observability.log_events import SourceLog
 from autoscaler.sources import reading
@@ -49,44 +46,6 @@ class CommandPipe(Protocol):
     async def close(self) -> None: ...
 
 
-class _PasswordProvider(CredentialProvider):
-    def __init__(self, password: Callable[[], str | None]) -> None:
-        self._password = password
-
-    def get_credentials(self) -> tuple[str] | tuple[str, str]:
-        secret = self._password()
-        return () if secret is None else (secret,)  # type: ignore[return-value]
-
-
-class RedisPipe:
-    """A CommandPipe on redis-py's asyncio client; the password is asked for at every (re)connection."""
-
-    def __init__(self, url: str, *, password: Callable[[], str | None] | None, timeout: float) -> None:
-        self.url = url
-        self._client = aioredis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            credential_provider=None if password is None else _PasswordProvider(password),
-        )
-
-    async def run(self, commands: Sequence[tuple[str, ...]]) -> list[object]:
-        pipe = self._client.pipeline(transaction=False)
-        for command in commands:
-            pipe.execute_command(*command)
-        try:
-            replies: list[object] = await pipe.execute(raise_on_error=False)
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError, TimeoutError) as exc:
-            raise SourceUnavailable(f"redis {self.url}: {type(exc).__name__}: {exc}") from exc
-        except redis_errors.RedisError as exc:
-            raise SourceError(f"redis {self.url}: {type(exc).__name__}: {exc}") from exc
-        return replies
-
-    async def close(self) -> None:
-        await self._client.aclose()
-
-
 class StreamReader(reading.BatchReader[StreamQuery, StreamResult]):
     """Reads the consumer groups of many streams of one Redis server in one pipelined round trip."""
 
@@ -101,11 +60,12 @@ class StreamReader(reading.BatchReader[StreamQuery, StreamResult]):
     ) -> None:
         self.url = url
         super().__init__(SOURCE, _without_password(url), settings=settings, registry=registry, log=log)
-        self._pipe: CommandPipe = (
-            pipe
-            if pipe is not None
-            else RedisPipe(url, password=password, timeout=self.settings.request_timeout)
-        )
+        if pipe is None:
+            # redis-py is imported only by a controller that reads a Redis stream (it costs ~6 MiB).
+            from autoscaler.sources.redis_pipe import RedisPipe
+
+            pipe = RedisPipe(url, password=password, timeout=self.settings.request_timeout)
+        self._pipe: CommandPipe = pipe
 
     async def close(self) -> None:
         await self._pipe.close()

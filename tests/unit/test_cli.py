@@ -7,6 +7,8 @@ import dataclasses
 import inspect
 import io
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -190,3 +192,15 @@ def test_decide_refuses_deeply_nested_json_with_one_line_and_status_2(
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(nested)))
     status = cli.main(["decide"])
     assert (status, capsys.readouterr().err) == (2, "decide: stdin is JSON nested too deeply to read\n")
+
+
+def test_the_controller_command_loads_neither_the_activator_the_event_broker_nor_redis_py() -> None:
+    # Memory at 1,000 targets is a measured target: each command imports only its own wiring, and the
+    # Redis client only when a Redis stream is read.
+    probe = (
+        "import sys, autoscaler.cli, autoscaler.cli.controller\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('autoscaler.activator', 'autoscaler.eventing',"
+        " 'redis'))))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True)
+    assert loaded.stdout.strip() == "[]"
