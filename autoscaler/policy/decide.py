@@ -25,6 +25,7 @@ from autoscaler.policy.annotations import ScalingPolicy
 from autoscaler.policy.rates import Rates
 
 Committed = tuple[tuple[TopicPartition, int], ...]
+History = tuple[tuple[datetime, int], ...]
 KEEP_UTILIZATION = 0.9  # drain-within: a scale-down must fit the load at 90 % of the measured rate
 
 
@@ -33,7 +34,8 @@ class DecisionState:
     """What a target's next decision needs from the previous ones.
 
     ``idle_since``: when the activation lag first became <= activation-lag in the current idle run (None
-    while active). ``history``: (time, raw desired count) within the scale-down window, oldest first.
+    while active). ``history``: (time, raw desired count) within the scale-down window, oldest first; an
+    entry is dropped once a newer one is at least as high (only the window's highest count is read).
     ``committed``: committed offsets of the previous read, kept only with exclude-persistent-lag.
     An empty history means nothing was seen yet: the next decision counts the current replicas as seen.
     ``rates``: the arrival and per-replica processing rates measured so far (drain-within only).
@@ -41,7 +43,7 @@ class DecisionState:
     """
 
     idle_since: datetime | None
-    history: tuple[tuple[datetime, int], ...]
+    history: History
     committed: Committed
     rates: Rates = field(default_factory=Rates)
 
@@ -87,7 +89,7 @@ def decide(
         # seen now, so a restart never scales down before a full window of readings.
         history = ((now, current),)
     if all_readable:
-        history += ((now, held),)
+        history = _with_newest(history, now, held)
     new_state = DecisionState(idle_since=idle_since, history=history, committed=committed, rates=measured)
 
     idle_for = None if idle_since is None else now - idle_since
@@ -124,6 +126,19 @@ def decide(
         scale_to_zero_after=to_zero,
     )
     return decision, new_state
+
+
+def _with_newest(history: History, now: datetime, count: int) -> History:
+    """``history`` with ``(now, count)`` appended, minus the entries it outlives at no lower count.
+
+    Only the window's highest count is ever read, and an entry older than a later one with a count at
+    least as high can never be that maximum again: it leaves the window first. What remains is strictly
+    decreasing in count, so the state stays a few entries long instead of one per tick of the window.
+    """
+    kept = len(history)
+    while kept and history[kept - 1][1] <= count and history[kept - 1][0] <= now:
+        kept -= 1
+    return (*history[:kept], (now, count))
 
 
 def _kafka(

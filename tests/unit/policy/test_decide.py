@@ -183,10 +183,27 @@ def test_a_zero_scale_down_window_follows_the_raw_count_down_at_once() -> None:
 
 
 def test_history_is_pruned_to_the_window() -> None:
-    run = Run(policy(scale_down_window="30s"), replicas=1)
+    run = Run(policy(scale_down_window="30s", lag_per_replica="1", allow_idle_consumers="true"), replicas=1)
+    # Raw counts falling by one every 10 s: each entry is higher than every later one, so only the window
+    # removes them.
     for step in range(10):
-        run.tick(lagging(10), at=seconds(10 * step))
-    assert [t for t, _ in run.state.history] == [NOW + seconds(s) for s in (60, 70, 80, 90)]
+        run.tick(lagging(10 - step), at=seconds(10 * step))
+    assert run.state.history == tuple((NOW + seconds(s), 10 - s // 10) for s in (60, 70, 80, 90))
+
+
+def test_history_keeps_only_entries_that_can_still_be_the_window_maximum() -> None:
+    run = Run(policy(scale_down_window="60s", lag_per_replica="1", allow_idle_consumers="true"), replicas=5)
+    for step, lag in enumerate((5, 3, 4, 2, 2)):
+        run.tick(lagging(lag), at=seconds(step))
+    # 3 is outlived by the later 4, the first 2 by the second: the maximum of any later window is the same.
+    assert run.state.history == ((NOW, 5), (NOW + seconds(2), 4), (NOW + seconds(4), 2))
+
+
+def test_a_window_of_steady_load_stays_one_entry_long() -> None:
+    run = Run(policy(scale_down_window="300s"), replicas=3)
+    for step in range(300):
+        run.tick(lagging(25, 25, 25), at=seconds(step))
+    assert len(run.state.history) == 1
 
 
 # Scale to zero

@@ -75,7 +75,7 @@ def test_now_in_the_document_wins_over_the_clock_given() -> None:
     answer = decide_document(document(), NOW + timedelta(days=1))
     assert answer["state"] == {
         "idle_since": None,
-        "history": [["2026-11-26T12:00:00Z", 3]] * 2,
+        "history": [["2026-11-26T12:00:00Z", 3]],
         "committed": [],
     }
     without_now = document()
@@ -83,7 +83,7 @@ def test_now_in_the_document_wins_over_the_clock_given() -> None:
     answer = decide_document(without_now, NOW + timedelta(days=1))
     assert answer["state"] == {
         "idle_since": None,
-        "history": [["2026-11-27T12:00:00Z", 3]] * 2,
+        "history": [["2026-11-27T12:00:00Z", 3]],
         "committed": [],
     }
 
