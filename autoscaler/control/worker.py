@@ -93,9 +93,36 @@ class TargetWorker:
         elif previous is not None and previous.kafka_error is not None and inputs.kafka_error is None:
             self._log.info(ControlLog.LAG_RECOVERED)
         self._source_outage(previous, inputs)
+        if self._settled_on(inputs):
+            self._inputs = inputs  # the freshest info for the next write's Event
+            return
         self._inputs = self._carry_window(inputs)
         self._observed = time.perf_counter()
         self._wake.set()
+
+    def _settled_on(self, inputs: Inputs) -> bool:
+        """Whether deciding on ``inputs`` would repeat the last decision and write nothing: the target is at
+        zero and was decided to stay there, everything was persisted, and every input is what that decision
+        saw. Most of a large cluster's targets sit idle at zero; they cost one comparison per tick. Rates
+        (drain-within) move with time, so such targets are always decided."""
+        decided, last = self._decided_on, self.last_decision
+        if decided is None or last is None or inputs.poked or inputs.started or inputs.peak:
+            return False
+        return (
+            inputs.policy is decided.policy
+            and inputs.policy.drain_within is None
+            and inputs.info.replicas == 0
+            and last.current_replicas == 0
+            and last.desired_replicas == 0
+            and not last.active
+            and self._written is None
+            and last.idle_since == self._persisted_last_active
+            and inputs.info.ready_replicas == decided.info.ready_replicas
+            and inputs.kafka_error == decided.kafka_error
+            and inputs.concurrency == decided.concurrency
+            and inputs.partitions == decided.partitions
+            and inputs.figures == decided.figures
+        )
 
     def poke(
         self, info: TargetInfo, policy: ScalingPolicy, concurrency: int | None, *, started: int, peak: int
