@@ -18,6 +18,7 @@ from autoscaler.cli import backlogs as cli_backlogs
 from autoscaler.control import loop as control_loop
 from autoscaler.control import reports
 from autoscaler.kube import client as kube_client
+from autoscaler.kube import eventing as kube_eventing
 from autoscaler.kube import leases, scaling, targets
 from autoscaler.model import REPORT_PATH, REPORT_URL_ANNOTATION, TargetKey
 from autoscaler.observability import http as obs_http
@@ -102,6 +103,8 @@ async def _controller(cfg: settings.ControllerSettings) -> int:
         settings=reading.ReaderSettings(request_timeout=min(2.0, max(cfg.interval * 0.8, 0.5))),
     )
     watch = targets.TargetWatch(api, namespaces=cfg.kube.namespaces or None)
+    # Not waited for: without the Trigger resource (no CRD) it retries, and trigger targets hold.
+    triggers = kube_eventing.trigger_cache(api, namespaces=cfg.kube.namespaces or None)
     elector: leases.LeaderElector | None = None
     loop = control_loop.ControlLoop(
         targets=watch,
@@ -110,6 +113,7 @@ async def _controller(cfg: settings.ControllerSettings) -> int:
         metrics=metrics,
         default_bootstrap=_default_bootstrap(cfg),
         sources=sources,
+        triggers=triggers,
         interval=cfg.interval,
         is_leader=lambda: elector is None or elector.is_leader,
         cross_namespace_hosts=cfg.cross_namespace_hosts,
@@ -176,6 +180,7 @@ async def _controller(cfg: settings.ControllerSettings) -> int:
         else:
             metrics.leader.set(1)
         tasks.append(asyncio.create_task(watch.run(), name="deployment watch"))
+        tasks.append(asyncio.create_task(triggers.run(), name="trigger watch"))
         log.info(
             "controller started",
             identity=cfg.identity,

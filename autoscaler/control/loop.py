@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import structlog
 
 from autoscaler import errors
-from autoscaler.control import backlogs
+from autoscaler.control import backlogs, ports, trigger_reads
 from autoscaler.control.ports import GroupRead, GroupResult, LagSource, Scaler, TargetInfo, TargetSource
 from autoscaler.control.worker import Inputs, TargetWorker
 from autoscaler.model import ConcurrencyReport, EventReason, TargetKey
@@ -77,6 +77,7 @@ class ControlLoop:
         wall_clock: Callable[[], datetime] = _wall_clock,
         cross_namespace_hosts: bool = False,
         connections: Mapping[str, Collection[str]] | None = None,
+        triggers: ports.TriggerDirectory | None = None,
     ) -> None:
         self._targets = targets
         self._lag = lag
@@ -84,6 +85,7 @@ class ControlLoop:
         self._metrics = metrics
         self._default_bootstrap = default_bootstrap
         self._sources = sources
+        self._triggers = triggers  # the Broker of each Trigger a `trigger` annotation names
         self.interval = interval
         self._report_freshness = report_freshness
         self._is_leader = is_leader
@@ -327,7 +329,10 @@ class ControlLoop:
         by_cluster: dict[str, dict[TargetKey, GroupRead]] = {}
         results: dict[TargetKey, GroupResult] = {}
         for key, policy in policies.items():
-            if policy.kafka_group is None:
+            read = trigger_reads.group_read(key, policy, self._triggers)
+            if not isinstance(read, GroupRead):
+                if read is not None:
+                    results[key] = read
                 continue
             cluster = self._kafka_cluster(policy)
             if cluster is None:
@@ -335,7 +340,7 @@ class ControlLoop:
                     "no Kafka bootstrap: set --kafka-bootstrap or the kafka-bootstrap annotation"
                 )
                 continue
-            by_cluster.setdefault(cluster, {})[key] = GroupRead(policy.kafka_group, policy.kafka_topics)
+            by_cluster.setdefault(cluster, {})[key] = read
 
         async def read_one(cluster: str, wanted: dict[TargetKey, GroupRead]) -> None:
             groups = sorted(set(wanted.values()), key=lambda g: (g.group, g.topics))

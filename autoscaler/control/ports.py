@@ -51,6 +51,14 @@ class LagSource(Protocol):
     ) -> Mapping[GroupRead, GroupResult]: ...
 
 
+class TriggerDirectory(Protocol):
+    """The Broker each Trigger belongs to (kube.eventing's Trigger cache provides it)."""
+
+    def broker_of(self, namespace: str, trigger: str) -> str | None:
+        """The Trigger's ``spec.broker``; None when the Trigger is not known or names no broker."""
+        ...
+
+
 class Scaler(Protocol):
     """Writes to the Deployments (kube.scaling behind it)."""
 

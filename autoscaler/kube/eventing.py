@@ -88,9 +88,30 @@ class Cache(watch.ScopedWatches[Resource]):
         return [o for held in self._scoped for o in held.values()]
 
 
+class TriggerCache(Cache):
+    """The Triggers of the watched namespaces, asked for their Broker (control.ports.TriggerDirectory).
+
+    While the Trigger resource is not served (no CRD), the watch retries with backoff and knows none."""
+
+    def broker_of(self, namespace: str, trigger: str) -> str | None:
+        found = self.get(namespace, trigger)
+        broker = None if found is None else calls.dig(found.manifest.get("spec"), "broker")
+        return broker if isinstance(broker, str) and broker else None
+
+
 def cache(api: client.ApiClient, *, plural: str, namespaces: Sequence[str] | None) -> Cache:
+    return Cache(_scopes(api, plural=plural, namespaces=namespaces))
+
+
+def trigger_cache(api: client.ApiClient, *, namespaces: Sequence[str] | None) -> TriggerCache:
+    return TriggerCache(_scopes(api, plural="triggers", namespaces=namespaces))
+
+
+def _scopes(
+    api: client.ApiClient, *, plural: str, namespaces: Sequence[str] | None
+) -> list[tuple[calls.ApiMethod, str]]:
     custom = client.CustomObjectsApi(api)
-    scopes = watch.namespace_scopes(
+    return watch.namespace_scopes(
         all_namespaces=functools.partial(custom.list_cluster_custom_object, GROUP, VERSION, plural),
         namespaced=lambda namespace, **kw: custom.list_namespaced_custom_object(
             GROUP, VERSION, namespace, plural, **kw
@@ -98,7 +119,6 @@ def cache(api: client.ApiClient, *, plural: str, namespaces: Sequence[str] | Non
         namespaces=namespaces,
         kind=plural,
     )
-    return Cache(scopes)
 
 
 async def patch_status(

@@ -12,7 +12,7 @@ from typing import Any
 
 from autoscaler.errors import AnnotationProblem, PolicyError
 from autoscaler.model import PREFIX as PREFIX
-from autoscaler.policy import backlog_keys
+from autoscaler.policy import backlog_keys, trigger
 from autoscaler.policy.backlog_keys import SourcePolicies
 
 LAST_ACTIVE = "last-active"
@@ -70,11 +70,12 @@ class ScalingPolicy:
     drain_within: timedelta | None = None
     last_active: datetime | None = field(compare=False, default=None)
     kafka_connection: str = "default"
+    trigger: str | None = None  # a Trigger's consumer group on its Broker's topic, instead of kafka-group
     sources: SourcePolicies = field(default_factory=SourcePolicies)  # RabbitMQ, Redis Streams, NATS
 
     @property
     def uses_kafka(self) -> bool:
-        return self.kafka_group is not None
+        return self.kafka_group is not None or self.trigger is not None
 
     @property
     def uses_http(self) -> bool:
@@ -257,6 +258,12 @@ def _host(text: str) -> str:
     return host
 
 
+def _trigger_name(text: str) -> str:
+    if not trigger.valid_name(text):
+        raise _Invalid(trigger.ALLOWED)
+    return text
+
+
 def _event_types(text: str) -> frozenset[str]:
     items = _items(text)
     if not all(item and item.isprintable() for item in items):
@@ -272,6 +279,7 @@ _KEYS: dict[str, _Key] = {
     "kafka-bootstrap": _Key(_bootstrap, None),
     "kafka-partitions": _Key(_partitions, None),
     "kafka-connection": _Key(_connection_name, "default"),
+    "trigger": _Key(_trigger_name, None),
     "lag-per-replica": _Key(_integer(1, _MAX_LAG), 10),
     "activation-lag": _Key(_integer(0, _MAX_LAG), 0),
     "min-replicas": _Key(_integer(0, _MAX_REPLICAS), 0),
@@ -299,11 +307,11 @@ _KEYS: dict[str, _Key] = {
 }
 
 KNOWN_KEYS: frozenset[str] = frozenset(_KEYS) | backlog_keys.KEYS | {LAST_ACTIVE}
-_ENABLING_KEYS = ("kafka-group", "http-service", *backlog_keys.ENABLING_KEYS)
+_ENABLING_KEYS = ("kafka-group", trigger.KEY, "http-service", *backlog_keys.ENABLING_KEYS)
 
 
 def parse(annotations: Mapping[str, str]) -> ScalingPolicy | None:
-    """The policy of a Deployment, or None when it names no source (kafka-group, http-service,
+    """The policy of a Deployment, or None when it names no source (kafka-group, trigger, http-service,
     rabbitmq-queues / rabbitmq-queue-pattern, redis-stream, nats-stream).
 
     Raises PolicyError listing every bad key (in contract order, then unknown keys, then conflicts). A
@@ -327,6 +335,7 @@ def parse(annotations: Mapping[str, str]) -> ScalingPolicy | None:
     problems.extend(_unknown_keys(annotations))
     bad = {problem.key for problem in problems}
     problems.extend(_conflicts(values, annotations, bad))
+    problems.extend(trigger.conflicts(annotations))
     if problems:
         raise PolicyError(tuple(problems))
     return ScalingPolicy(
@@ -373,7 +382,7 @@ def _conflicts(
                 "cannot be true together with even-partition-distribution=true",
             )
         )
-    if "kafka-topics" not in bad:
+    if "kafka-topics" not in bad and not is_set(trigger.KEY):  # a Trigger has exactly one topic
         topics: tuple[str, ...] = values["kafka-topics"]
         found = f"found {len(topics)} ({', '.join(topics)})" if topics else "found none (all topics)"
         if len(topics) != 1:

@@ -213,7 +213,7 @@ def decide_document(doc: object, now: datetime) -> dict[str, object]:
     policy = parse_annotations(found)
     if policy is None:
         raise DocumentError(
-            f"annotations name no source ({PREFIX}kafka-group, http-service, rabbitmq-queues, "
+            f"annotations name no source ({PREFIX}kafka-group, trigger, http-service, rabbitmq-queues, "
             "rabbitmq-queue-pattern, redis-stream or nats-stream): not a queue-autoscaler target"
         )
     if policy.uses_kafka and "partitions" not in doc:

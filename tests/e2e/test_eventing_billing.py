@@ -2,9 +2,10 @@
 
 The canonical Trigger, with its subscriber changed to the core ``v1 Service`` of ``billing-worker-service``,
 routes only ``com.shivamitcs.billing.started`` events to that worker, which the controller scales from 0 on
-the Trigger's backlog (its consumer group on the Broker's topic) and back to 0 when it is idle; the
-dispatcher delivers through the activator, which holds the first events while the worker wakes. Applied
-verbatim (a Knative Serving Service, and Knative Serving is not installed) the Trigger says so in its status.
+the Trigger's backlog (its ``trigger`` annotation: the Trigger's consumer group on the Broker's topic) and
+back to 0 when it is idle; the dispatcher delivers through the activator, which holds the first events while
+the worker wakes. Applied verbatim (a Knative Serving Service, and Knative Serving is not installed) the
+Trigger says so in its status.
 Timings are printed (``-s``), never asserted.
 """
 
@@ -20,10 +21,8 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
-from autoscaler.model import broker_topic, trigger_consumer_group
 from devstack.eventing_harness import (
     BILLING,
-    BROKER,
     GROUP,
     ISSUE_TRIGGER,
     VERSION,
@@ -62,8 +61,7 @@ async def create_worker(kube: client.ApiClient, namespace: str, record: Path, tr
         **target_annotations(
             http_service=WORKER,
             http_port="8080",
-            kafka_group=trigger_consumer_group(namespace, trigger),
-            kafka_topics=broker_topic(namespace, BROKER),
+            trigger=trigger,
             lag_per_replica="20",
             max_replicas="3",
             scale_to_zero_after="10s",

@@ -293,8 +293,16 @@ CONTROLLER_CAN = [
     ),
     Access("create", "leases", NAMESPACE, group="coordination.k8s.io"),
     Access("get", "secrets", NAMESPACE, name=TOKEN_SECRET),
+    *(
+        Access(verb, "triggers", ns, group="eventing.knative.dev")
+        for verb in ("get", "list", "watch")
+        for ns in ("", "billing")
+    ),
 ]
 CONTROLLER_CANNOT = [
+    *(Access(verb, "triggers", "billing", group="eventing.knative.dev") for verb in ("patch", "delete")),
+    Access("patch", "triggers", "billing", group="eventing.knative.dev", subresource="status"),
+    Access("list", "brokers", "billing", group="eventing.knative.dev"),
     Access("get", "secrets", NAMESPACE),
     Access("list", "secrets", NAMESPACE),
     Access("list", "secrets", ""),

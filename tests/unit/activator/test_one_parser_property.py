@@ -26,6 +26,7 @@ KEYS = [
     "max-replicas",
     "min-replicas",
     "kafka-group",
+    "trigger",
     "lag-per-replica",
     "paused",
     "no-such-key",

@@ -355,3 +355,52 @@ def test_rfc_3339_times_format_and_parse_back() -> None:
 def test_formatting_a_naive_time_is_refused() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         format_rfc3339(datetime(2026, 11, 26))
+
+
+# --- the trigger annotation -------------------------------------------------------------------------------
+
+
+def test_a_trigger_alone_makes_a_kafka_target_with_every_kafka_default() -> None:
+    parsed = parse({P + "trigger": "billing-process-trigger"})
+    assert parsed is not None
+    assert parsed.trigger == "billing-process-trigger"
+    assert parsed.kafka_group is None
+    assert parsed.uses_kafka
+    assert (parsed.lag_per_replica, parsed.activation_lag, parsed.kafka_connection) == (10, 0, "default")
+
+
+def test_a_trigger_takes_the_kafka_scaling_keys_and_the_partition_keys_without_kafka_topics() -> None:
+    parsed = parse(
+        {
+            P + "trigger": "billing",
+            P + "lag-per-replica": "5",
+            P + "activation-lag": "3",
+            P + "kafka-partitions": "0-1",
+            P + "limit-to-partitions-with-lag": "true",
+            P + "kafka-connection": "payments",
+        }
+    )
+    assert parsed is not None
+    assert (parsed.lag_per_replica, parsed.activation_lag) == (5, 3)
+    assert parsed.kafka_partitions == frozenset({0, 1})
+    assert parsed.kafka_connection == "payments"
+
+
+@pytest.mark.parametrize(
+    "name", ["Billing", "billing_trigger", "-billing", "billing-", "a" * 254, "", "a..b"]
+)
+def test_a_trigger_that_is_not_a_dns_name_is_a_problem_naming_the_value(name: str) -> None:
+    with pytest.raises(PolicyError) as caught:
+        parse({P + "trigger": name})
+    (problem,) = caught.value.problems
+    assert (problem.key, problem.value) == ("trigger", name)
+    assert "DNS-1123" in problem.allowed
+
+
+@pytest.mark.parametrize("other", ["kafka-group", "kafka-topics"])
+def test_a_trigger_together_with_kafka_group_or_kafka_topics_is_a_problem(other: str) -> None:
+    with pytest.raises(PolicyError) as caught:
+        parse({P + "trigger": "billing", P + other: "orders"})
+    (problem,) = caught.value.problems
+    assert (problem.key, problem.value) == (other, "orders")
+    assert "trigger (billing)" in problem.allowed

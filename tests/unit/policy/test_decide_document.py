@@ -239,3 +239,11 @@ def test_json_nested_too_deeply_is_a_document_error_not_a_crash() -> None:
         load("[" * 100_000 + "]" * 100_000)
     with pytest.raises(DocumentError, match="not JSON"):
         load("{")
+
+
+def test_a_trigger_target_is_decided_on_the_partitions_given_like_a_kafka_group_target() -> None:
+    annotations = {P + "trigger": "billing", P + "lag-per-replica": "10"}
+    answer = decide_document(document(annotations=annotations, current_replicas=0), NOW)
+    assert (answer["desired_replicas"], answer["total_lag"], answer["source"]) == (3, 30, "kafka")
+    with pytest.raises(DocumentError, match="partitions: required for a Kafka target"):
+        decide_document({"annotations": annotations, "current_replicas": 0}, NOW)
