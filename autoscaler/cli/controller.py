@@ -50,18 +50,33 @@ class KafkaLag:
 class KubeScaler:
     """control_loop.Scaler over the scale subresource, the last-active annotation and events.k8s.io."""
 
-    def __init__(self, api: object, *, identity: str) -> None:
+    def __init__(self, api: object, *, identity: str, max_bookkeeping_writes: int = 16) -> None:
         self._api = api
         self._identity = identity
+        # last-active writes and the Events not part of a scale, bounded in flight: a controller starting
+        # on 1,000 idle targets writes 1,000 last-active annotations at its first tick, and 1,000 requests
+        # queued at once in the API client cost ~40 MiB that the process keeps. Scale patches and their
+        # Events never wait for them.
+        self._bookkeeping = asyncio.Semaphore(max_bookkeeping_writes)
 
     async def scale(self, *, target: TargetKey, replicas: int) -> int:
         return await scaling.patch_replicas(api=self._api, target=target, replicas=replicas)
 
     async def set_last_active(self, *, target: TargetKey, when: datetime | None) -> None:
-        await scaling.write_last_active(api=self._api, target=target, when=when)
+        async with self._bookkeeping:
+            await scaling.write_last_active(api=self._api, target=target, when=when)
 
     async def event(
         self, *, target: TargetKey, uid: str, type: str, reason: str, message: str, action: str
+    ) -> None:
+        if action == "Scale":
+            await self._record_event(target, uid, type, reason, message, action)
+            return
+        async with self._bookkeeping:
+            await self._record_event(target, uid, type, reason, message, action)
+
+    async def _record_event(
+        self, target: TargetKey, uid: str, type: str, reason: str, message: str, action: str
     ) -> None:
         await scaling.record_event(
             api=self._api,

@@ -204,3 +204,47 @@ def test_the_controller_command_loads_neither_the_activator_the_event_broker_nor
     )
     loaded = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True)
     assert loaded.stdout.strip() == "[]"
+
+
+async def test_bookkeeping_writes_are_bounded_in_flight_and_scale_patches_never_wait_for_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    in_flight, peak, release = 0, 0, asyncio.Event()
+
+    async def slow_write(**_: object) -> None:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await release.wait()
+        in_flight -= 1
+
+    async def patch(**_: object) -> int:
+        return 3
+
+    monkeypatch.setattr(cli_controller.scaling, "write_last_active", slow_write)
+    monkeypatch.setattr(cli_controller.scaling, "record_event", slow_write)
+    monkeypatch.setattr(cli_controller.scaling, "patch_replicas", patch)
+    scaler = cli_controller.KubeScaler(object(), identity="c", max_bookkeeping_writes=4)
+    writes = [
+        asyncio.create_task(scaler.set_last_active(target=TargetKey("ns", f"d{i}"), when=None))
+        for i in range(50)
+    ]
+    writes.append(
+        asyncio.create_task(
+            scaler.event(target=ORDERS, uid="u", type="Warning", reason="R", message="m", action="Decide")
+        )
+    )
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+    assert peak == 4
+    assert await asyncio.wait_for(scaler.scale(target=ORDERS, replicas=3), timeout=1) == 3
+    scale_event = asyncio.create_task(
+        scaler.event(target=ORDERS, uid="u", type="Normal", reason="ScaledUp", message="m", action="Scale")
+    )
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert peak == 5  # the scale's Event went out at once, beside the 4 bounded writes
+    release.set()
+    await asyncio.gather(*writes, scale_event)
+    assert in_flight == 0
