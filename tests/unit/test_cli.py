@@ -21,7 +21,7 @@ from autoscaler.activator import metrics as activator_metrics
 from autoscaler.activator import reporter, server, serving
 from autoscaler.cli import controller as cli_controller
 from autoscaler.control import reports
-from autoscaler.kube import leases
+from autoscaler.kube import leases, scaling
 from autoscaler.model import ConcurrencyReport, TargetConcurrency, TargetKey
 from autoscaler.observability import logging as obs_logging
 from devstack import loopback
@@ -221,9 +221,9 @@ async def test_bookkeeping_writes_are_bounded_in_flight_and_scale_patches_never_
     async def patch(**_: object) -> int:
         return 3
 
-    monkeypatch.setattr(cli_controller.scaling, "write_last_active", slow_write)
-    monkeypatch.setattr(cli_controller.scaling, "record_event", slow_write)
-    monkeypatch.setattr(cli_controller.scaling, "patch_replicas", patch)
+    monkeypatch.setattr(scaling, "write_last_active", slow_write)
+    monkeypatch.setattr(scaling, "record_event", slow_write)
+    monkeypatch.setattr(scaling, "patch_replicas", patch)
     scaler = cli_controller.KubeScaler(object(), identity="c", max_bookkeeping_writes=4)
     writes = [
         asyncio.create_task(scaler.set_last_active(target=TargetKey("ns", f"d{i}"), when=None))
