@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sys
 from collections.abc import Callable
 
 import structlog
 from prometheus_client import CollectorRegistry
 
-from autoscaler import settings
+from autoscaler import errors, settings
 from autoscaler.activator import guard, processes, proxy, server, serving, watching
 from autoscaler.kube import client as kube_client
 from autoscaler.kube import endpointslices, leases, targets
@@ -47,7 +48,15 @@ def _one_process(cfg: settings.ActivatorSettings, n: int, port: int) -> Callable
         processes=1,
         reuse_port=True,
     )
-    return lambda: asyncio.run(_activator(one))
+
+    def run() -> int:
+        try:
+            return asyncio.run(_activator(one))
+        except errors.AutoscalerError as exc:  # as the command does for one process: one line, status 1
+            print(f"queue-autoscaler activator (process {n}): {exc}", file=sys.stderr)
+            return 1
+
+    return run
 
 
 async def _activator(cfg: settings.ActivatorSettings) -> int:
