@@ -190,13 +190,3 @@ def test_decide_refuses_deeply_nested_json_with_one_line_and_status_2(
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(nested)))
     status = cli.main(["decide"])
     assert (status, capsys.readouterr().err) == (2, "decide: stdin is JSON nested too deeply to read\n")
-
-
-def test_the_activator_runs_one_process_unless_told_and_refuses_metrics_ports_past_65535() -> None:
-    parse = cli.build_parser().parse_args
-    assert settings.activator_settings(parse(["activator"])).processes == 1
-    assert settings.activator_settings(parse(["activator", "--processes", "4"])).processes == 4
-    with pytest.raises(errors.SettingsError, match=r"--processes='0': an integer > 0"):
-        settings.activator_settings(parse(["activator", "--processes", "0"]))
-    with pytest.raises(errors.SettingsError, match=r"--metrics-port=65535 with --processes=2"):
-        settings.activator_settings(parse(["activator", "--processes", "2", "--metrics-port", "65535"]))

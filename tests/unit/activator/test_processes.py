@@ -1,4 +1,4 @@
-"""Reserving the port a multi-process activator's processes share."""
+"""A multi-process activator: its settings, and the port its processes share."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import socket
 
 import pytest
 
+from autoscaler import cli, errors, settings
 from autoscaler.activator import processes
 
 
@@ -29,3 +30,13 @@ def test_a_reserved_port_takes_listeners_with_reuse_port_and_refuses_others() ->
     finally:
         for sock in held:
             sock.close()
+
+
+def test_the_activator_runs_one_process_unless_told_and_refuses_metrics_ports_past_65535() -> None:
+    parse = cli.build_parser().parse_args
+    assert settings.activator_settings(parse(["activator"])).processes == 1
+    assert settings.activator_settings(parse(["activator", "--processes", "4"])).processes == 4
+    with pytest.raises(errors.SettingsError, match=r"--processes='0': an integer > 0"):
+        settings.activator_settings(parse(["activator", "--processes", "0"]))
+    with pytest.raises(errors.SettingsError, match=r"--metrics-port=65535 with --processes=2"):
+        settings.activator_settings(parse(["activator", "--processes", "2", "--metrics-port", "65535"]))
