@@ -2,13 +2,15 @@
 directly, side by side with nginx as a reverse proxy to the same pod, in the same run.
 
 On the devstack it creates its own namespace with one HTTP worker pod (min = max = 1 replica) behind a
-Service, runs ``queue-autoscaler run`` and ``queue-autoscaler activator`` as processes, and nginx
-(one worker process, keepalive upstream) from a configuration it writes into a temporary directory. An
-aiohttp client with ``--concurrency`` connections sends ``--requests`` GETs per path per round; every
-round runs the three paths one after the other, in a rotated order, so that machine noise hits all three
-alike. Figures are the median over rounds. Everything it starts is stopped, and the namespace deleted.
+Service, runs ``queue-autoscaler run`` and ``queue-autoscaler activator --processes N`` as processes, and
+nginx (N worker processes, keepalive upstream) from a configuration it writes into a temporary directory:
+the activator gets as many processes as nginx has workers (``--processes``, default the number of CPUs).
+For each number of connections in ``--concurrency`` an aiohttp client sends ``--requests`` GETs per path
+per round; every round runs the three paths one after the other, in a rotated order, so that machine noise
+hits all three alike. Figures are the median over rounds. Everything it starts is stopped, and the
+namespace deleted.
 
-    python -m bench.activator [--rounds 3] [--requests 5000] [--concurrency 32]
+    python -m bench.activator [--rounds 3] [--requests 5000] [--concurrency 1,32,256] [--processes 2]
 
 Results: bench/results/activator.json and bench/results/activator.md.
 """
@@ -109,6 +111,7 @@ async def worker_stack(
     annotations: Mapping[str, str],
     worker_args: Sequence[str] = (),
     controller_args: Sequence[str] = (),
+    activator_args: Sequence[str] = (),
     probe_period: int = 1,
 ) -> AsyncIterator[WorkerStack]:
     """A fresh namespace with the HTTP worker Deployment (``annotations`` without the prefix) and its
@@ -153,6 +156,7 @@ async def worker_stack(
                 workdir / "activator.log",
                 namespaces=[namespace],
                 controller_url=f"http://127.0.0.1:{reports}/v1/reports",
+                extra=activator_args,
                 env=env,
             )
             processes.append(act.start())
@@ -398,6 +402,39 @@ def median_figures(samples: Sequence[Mapping[str, float | int]]) -> dict[str, fl
     }
 
 
+async def measure(
+    targets: Mapping[str, Target], *, rounds: int, requests: int, concurrency: int
+) -> dict[str, Any]:
+    """``rounds`` rounds of the three paths at ``concurrency`` connections: medians, added, every round."""
+    measured: list[dict[str, Any]] = []
+    for number in range(rounds):
+        order = PATHS[number % len(PATHS) :] + PATHS[: number % len(PATHS)]
+        figures: dict[str, dict[str, float | int]] = {}
+        for name in order:
+            sample = await load(targets[name], requests=requests, concurrency=concurrency)
+            figures[name] = sample.figures()
+            say(f"{concurrency} connections, round {number + 1} {name}: {figures[name]}")
+        measured.append({"round": number + 1, "order": list(order), "paths": figures})
+    summary = {name: median_figures([r["paths"][name] for r in measured]) for name in PATHS}
+    added = {
+        name: {
+            "p50_ms": round(summary[name]["p50_ms"] - summary["direct"]["p50_ms"], 3),
+            "p99_ms": round(summary[name]["p99_ms"] - summary["direct"]["p99_ms"], 3),
+        }
+        for name in ("activator", "nginx")
+    }
+    ratio = (
+        round(summary["activator"]["rps"] / summary["nginx"]["rps"], 3) if summary["nginx"]["rps"] else None
+    )
+    return {
+        "concurrency": concurrency,
+        "summary": summary,
+        "added_vs_direct": added,
+        "activator_over_nginx_rps": ratio,
+        "rounds": measured,
+    }
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     with log_dir(args.logs, "activator") as logs:
         async with worker_stack(
@@ -405,13 +442,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             replicas=1,
             annotations={"min-replicas": "1", "max-replicas": "1"},
             worker_args=["--delay", str(args.worker_delay)],
+            # The load generator opens up to max(--concurrency) connections from one address.
+            activator_args=[
+                "--processes",
+                str(args.processes),
+                "--max-connections-per-client",
+                str(4 * max(args.concurrency)),
+            ],
         ) as stack:
             (pod_ip,) = await eventually(
                 stack.endpoints, lambda found: len(found) == 1, timeout=120, what="one ready worker pod"
             )
             upstream = f"{pod_ip}:{WORKER_PORT}"
             say(f"worker pod at {upstream}; activator on 127.0.0.1:{stack.proxy_port}")
-            async with nginx(upstream, workers=args.nginx_workers) as nginx_port:
+            async with nginx(upstream, workers=args.processes) as nginx_port:
                 targets = {
                     "direct": Target("direct", f"http://{upstream}/", {}),
                     "activator": Target(
@@ -420,31 +464,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "nginx": Target("nginx", f"http://127.0.0.1:{nginx_port}/", {"Host": stack.host}),
                 }
                 for target in targets.values():
-                    warm = await load(target, requests=args.warmup, concurrency=args.concurrency)
+                    warm = await load(target, requests=args.warmup, concurrency=max(args.concurrency))
                     if warm.errors:
                         raise SystemExit(
                             f"{target.name}: {warm.errors} of {args.warmup} warm-up requests failed"
                         )
-                rounds: list[dict[str, Any]] = []
-                for number in range(args.rounds):
-                    order = PATHS[number % len(PATHS) :] + PATHS[: number % len(PATHS)]
-                    figures: dict[str, dict[str, float | int]] = {}
-                    for name in order:
-                        sample = await load(
-                            targets[name], requests=args.requests, concurrency=args.concurrency
-                        )
-                        figures[name] = sample.figures()
-                        say(f"round {number + 1} {name}: {figures[name]}")
-                    rounds.append({"round": number + 1, "order": list(order), "paths": figures})
+                levels = [
+                    await measure(targets, rounds=args.rounds, requests=args.requests, concurrency=level)
+                    for level in args.concurrency
+                ]
             nginx_v = nginx_version(nginx_binary())
-    summary = {name: median_figures([r["paths"][name] for r in rounds]) for name in PATHS}
-    added = {
-        name: {
-            "p50_ms": round(summary[name]["p50_ms"] - summary["direct"]["p50_ms"], 3),
-            "p99_ms": round(summary[name]["p99_ms"] - summary["direct"]["p99_ms"], 3),
-        }
-        for name in ("activator", "nginx")
-    }
     return {
         "benchmark": "activator steady state",
         "command": command_line("bench.activator"),
@@ -454,15 +483,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "settings": {
             "rounds": args.rounds,
             "requests_per_path_per_round": args.requests,
-            "concurrency": args.concurrency,
+            "concurrency": list(args.concurrency),
             "warmup_per_path": args.warmup,
             "worker_delay_s": args.worker_delay,
-            "nginx_worker_processes": args.nginx_workers,
-            "activator_processes": 1,
+            "nginx_worker_processes": args.processes,
+            "activator_processes": args.processes,
         },
-        "summary": summary,
-        "added_vs_direct": added,
-        "rounds": rounds,
+        "levels": levels,
     }
 
 
@@ -483,39 +510,45 @@ def markdown(result: Mapping[str, Any]) -> str:
     s = result["settings"]
     lines = [
         *header("Activator steady state: added latency and throughput", result),
-        f"- load: {s['rounds']} rounds x {s['requests_per_path_per_round']} GETs per path, "
-        f"{s['concurrency']} concurrent keep-alive connections (aiohttp client), "
-        f"{s['warmup_per_path']} warm-up requests per path; the paths' order rotates every round",
+        f"- load: {s['rounds']} rounds x {s['requests_per_path_per_round']} GETs per path at each of "
+        + ", ".join(str(c) for c in s["concurrency"])
+        + f" concurrent keep-alive connections (aiohttp client), {s['warmup_per_path']} warm-up requests "
+        "per path; the paths' order rotates every round",
         f"- worker: one devstack pod running devstack.workers.http_worker (delay {s['worker_delay_s']} s); "
-        f"the activator is one Python process, nginx runs {s['nginx_worker_processes']} worker process(es) "
-        "with a keepalive upstream",
+        f"the activator runs {s['activator_processes']} process(es) (`--processes`), nginx "
+        f"{s['nginx_worker_processes']} worker process(es) with a keepalive upstream",
         "- load generator, activator, nginx and the worker pod share this machine's CPUs",
-        "",
-        "Median over rounds:",
-        "",
-        "| path | p50 ms | p99 ms | requests/s | added p50 ms | added p99 ms | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for name in PATHS:
-        row = result["summary"][name]
-        added = result["added_vs_direct"].get(name)
-        extra = "| — | — |" if added is None else f"| {added['p50_ms']:+.2f} | {added['p99_ms']:+.2f} |"
-        figures = f"| {name} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['rps']:.0f} "
-        lines.append(f"{figures}{extra} {row['errors']} |")
+    for level in result["levels"]:
+        lines += [
+            "",
+            f"## {level['concurrency']} connections: median over rounds "
+            f"(activator / nginx requests/s: {level['activator_over_nginx_rps']})",
+            "",
+            "| path | p50 ms | p99 ms | requests/s | added p50 ms | added p99 ms | errors |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name in PATHS:
+            row = level["summary"][name]
+            added = level["added_vs_direct"].get(name)
+            extra = "| — | — |" if added is None else f"| {added['p50_ms']:+.2f} | {added['p99_ms']:+.2f} |"
+            figures = f"| {name} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['rps']:.0f} "
+            lines.append(f"{figures}{extra} {row['errors']} |")
     lines += [
         "",
-        "Every round:",
+        "## Every round",
         "",
-        "| round | path | p50 ms | p99 ms | requests/s | errors |",
-        "|---|---|---:|---:|---:|---:|",
+        "| connections | round | path | p50 ms | p99 ms | requests/s | errors |",
+        "|---:|---|---|---:|---:|---:|---:|",
     ]
-    for entry in result["rounds"]:
-        for name in entry["order"]:
-            row = entry["paths"][name]
-            lines.append(
-                f"| {entry['round']} | {name} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
-                f"{row['rps']:.0f} | {row['errors']} |"
-            )
+    for level in result["levels"]:
+        for entry in level["rounds"]:
+            for name in entry["order"]:
+                row = entry["paths"][name]
+                lines.append(
+                    f"| {level['concurrency']} | {entry['round']} | {name} | {row['p50_ms']:.2f} | "
+                    f"{row['p99_ms']:.2f} | {row['rps']:.0f} | {row['errors']} |"
+                )
     return "\n".join(lines) + "\n"
 
 
@@ -524,6 +557,14 @@ def write_results(name: str, result: Mapping[str, Any], text: str, out: Path) ->
     (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / f"{name}.md").write_text(text)
     say(f"wrote {out / (name + '.json')} and {out / (name + '.md')}")
+
+
+def connection_counts(text: str) -> tuple[int, ...]:
+    """``--concurrency``: a comma list of connection counts, e.g. 1,32,256."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a comma list of integers, e.g. 1,32,256") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -536,13 +577,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--requests", type=int, default=5000, help="measured requests per path per round (default 5000)"
     )
-    parser.add_argument("--concurrency", type=int, default=32, help="concurrent connections (default 32)")
+    parser.add_argument(
+        "--concurrency",
+        type=connection_counts,
+        default=(1, 32, 256),
+        help="comma list of concurrent connections, each measured in turn (default 1,32,256)",
+    )
     parser.add_argument("--warmup", type=int, default=500, help="warm-up requests per path (default 500)")
     parser.add_argument(
         "--worker-delay", type=float, default=0.0, help="seconds the worker waits per request (default 0)"
     )
     parser.add_argument(
-        "--nginx-workers", type=int, default=1, help="nginx worker processes (default 1, like the activator)"
+        "--processes",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="activator processes and nginx worker processes, the same number (default: the CPUs)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory (default bench/results)")
     parser.add_argument(
@@ -553,8 +602,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if min(args.rounds, args.requests, args.concurrency, args.warmup, args.nginx_workers) < 1:
-        raise SystemExit("--rounds, --requests, --concurrency, --warmup and --nginx-workers must be >= 1")
+    if min(args.rounds, args.requests, *args.concurrency, args.warmup, args.processes) < 1:
+        raise SystemExit("--rounds, --requests, --concurrency, --warmup and --processes must be >= 1")
     result = asyncio.run(run(args))
     text = markdown(result)
     write_results("activator", result, text, args.out)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from autoscaler.model import TargetKey
@@ -59,18 +62,25 @@ class ActivatorMetrics:
             ("result",),
             registry=registry,
         )
-        self._targets: set[TargetKey] = set()
+        self._targets: dict[TargetKey, _Bound] = {}
+        self._unrouted: dict[int, Any] = {}
 
     def track(self, target: TargetKey) -> None:
-        """Starts recording for a routed target."""
+        """Starts recording for a routed target: its series, bound once, so that a request looks none up."""
         if target not in self._targets:
-            self._targets.add(target)
-            self.pending.labels(target.namespace, target.name).set(0)
-            self.in_flight.labels(target.namespace, target.name).set(0)
+            labels = (target.namespace, target.name)
+            bound = _Bound(
+                pending=self.pending.labels(*labels),
+                in_flight=self.in_flight.labels(*labels),
+                responses={},
+            )
+            bound.pending.set(0)
+            bound.in_flight.set(0)
+            self._targets[target] = bound
 
     def forget(self, target: TargetKey) -> None:
         """Removes every series of the target; later records for it are ignored."""
-        self._targets.discard(target)
+        self._targets.pop(target, None)
         labels = {"namespace": target.namespace, "deployment": target.name}
         for metric in (
             self.pending,
@@ -83,27 +93,51 @@ class ActivatorMetrics:
             metric.remove_by_labels(labels)
 
     def set_held(self, target: TargetKey, *, in_flight: int, queued: int) -> None:
-        if target in self._targets:
-            self.pending.labels(target.namespace, target.name).set(queued)
-            self.in_flight.labels(target.namespace, target.name).set(in_flight)
+        bound = self._targets.get(target)
+        if bound is not None:
+            bound.pending.set(queued)
+            bound.in_flight.set(in_flight)
 
     def response(self, target: TargetKey | None, code: int) -> None:
         if target is None:
-            self.responses.labels("", "", str(code)).inc()
-        elif target in self._targets:
-            self.responses.labels(target.namespace, target.name, str(code)).inc()
+            child = self._unrouted.get(code)
+            if child is None:
+                child = self._unrouted[code] = self.responses.labels("", "", str(code))
+            child.inc()
+            return
+        bound = self._targets.get(target)
+        if bound is not None:
+            child = bound.responses.get(code)
+            if child is None:
+                child = bound.responses[code] = self.responses.labels(
+                    target.namespace, target.name, str(code)
+                )
+            child.inc()
 
     def cold_start(self, target: TargetKey) -> None:
         if target in self._targets:
-            self.cold_starts.labels(target.namespace, target.name).inc()
+            self.cold_starts.labels(target.namespace, target.name).inc()  # once per wake-up: not bound
 
     def waited(self, target: TargetKey, seconds: float) -> None:
         if target in self._targets:
             self.cold_start_wait.labels(target.namespace, target.name).observe(seconds)
 
     def latency(self, target: TargetKey, seconds: float) -> None:
-        if target in self._targets:
-            self.proxy_latency.labels(target.namespace, target.name).observe(seconds)
+        bound = self._targets.get(target)
+        if bound is not None:
+            if bound.proxy_latency is None:  # the series appears with the first forwarded request
+                bound.proxy_latency = self.proxy_latency.labels(target.namespace, target.name)
+            bound.proxy_latency.observe(seconds)
 
     def report(self, result: str) -> None:
         self.reports.labels(result).inc()
+
+
+@dataclass(slots=True)
+class _Bound:
+    """One routed target's series (prometheus children), looked up once when it is tracked."""
+
+    pending: Any
+    in_flight: Any
+    responses: dict[int, Any]
+    proxy_latency: Any = None

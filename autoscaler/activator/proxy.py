@@ -24,6 +24,8 @@ HOP_BY_HOP = frozenset(
 )
 _CHUNK = 64 * 1024
 _INLINE_BODY = 512 * 1024
+# Responses up to this declared length are read whole and sent in one write (head and body together).
+_WHOLE_BODY = 64 * 1024
 
 
 class BodyTooLarge(errors.ActivatorError):
@@ -254,6 +256,8 @@ class Forwarder:
         declared = upstream.content_length
         if declared is not None and declared > limit:
             raise ResponseTooLarge(f"response of {declared} bytes exceeds {limit} bytes")
+        if declared is not None and declared <= _WHOLE_BODY and _has_body(request, upstream.status):
+            return await self._relay_whole(request, upstream, declared)
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         response.headers.extend(end_to_end(upstream.headers))
         await response.prepare(request)
@@ -270,6 +274,30 @@ class Forwarder:
             return Relayed(response=response, cut=f"response body failed: {exc!r}")
         await response.write_eof()
         return Relayed(response=response, cut=None)
+
+    async def _relay_whole(
+        self, request: web.BaseRequest, upstream: aiohttp.ClientResponse, declared: int
+    ) -> Relayed:
+        """A small response of declared length, read whole first, so that its head and body go to the
+        client in one write. A body that fails or comes out short cuts the client connection after the
+        head, as when streaming."""
+        try:
+            body = await upstream.content.readexactly(declared)
+        except (TimeoutError, aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            response.headers.extend(end_to_end(upstream.headers))
+            await response.prepare(request)
+            _cut(request)
+            return Relayed(response=response, cut=f"response body failed: {exc!r}")
+        whole = web.Response(
+            status=upstream.status, reason=upstream.reason, body=body, headers=end_to_end(upstream.headers)
+        )
+        return Relayed(response=whole, cut=None)
+
+
+def _has_body(request: web.BaseRequest, status: int) -> bool:
+    """Whether a response of ``status`` to ``request`` carries the body its Content-Length declares."""
+    return request.method != hdrs.METH_HEAD and status >= 200 and status not in (204, 304)
 
 
 def _cut(request: web.BaseRequest) -> None:

@@ -103,12 +103,14 @@ async def serve(
     drain_timeout: float = 30.0,
     shutdown_timeout: float = 5.0,
     on_listening: Callable[[Listening], None] | None = None,
+    reuse_port: bool = False,
 ) -> server.DrainResult:
     """Runs the activator until ``stop`` is set, then drains for up to ``drain_timeout`` and stops.
 
     With ``controller_url`` a Reporter pushes concurrency there and becomes ``activator.poker`` (replacing
     any other) for the duration. The readiness probe fails from the moment the drain starts.
-    ``on_listening`` receives the bound sockets once serving.
+    ``on_listening`` receives the bound sockets once serving. ``reuse_port``: the proxy's socket is opened
+    with SO_REUSEPORT, to share ``port`` with other activator processes.
     """
     report_task: asyncio.Task[None] | None = None
     if controller_url is not None:
@@ -128,7 +130,7 @@ async def serve(
         proxy_runner = web.ServerRunner(server.build_server(activator), shutdown_timeout=shutdown_timeout)
         runners.append(proxy_runner)
         await proxy_runner.setup()
-        await web.TCPSite(proxy_runner, host, port).start()
+        await web.TCPSite(proxy_runner, host, port, reuse_port=reuse_port or None).start()
         admin: tuple[Socket, ...] = ()
         if admin_port is not None:
             admin_runner = web.AppRunner(build_admin_app(activator), shutdown_timeout=shutdown_timeout)

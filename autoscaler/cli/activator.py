@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import sys
 from collections.abc import Callable
 
 import structlog
 from prometheus_client import CollectorRegistry
 
-from autoscaler import settings
-from autoscaler.activator import guard, proxy, server, serving, watching
+from autoscaler import errors, settings
+from autoscaler.activator import guard, processes, proxy, server, serving, watching
 from autoscaler.kube import client as kube_client
 from autoscaler.kube import endpointslices, leases, targets
 from autoscaler.observability import http as obs_http
@@ -21,7 +23,40 @@ log = structlog.get_logger("autoscaler")
 
 def run_activator(cfg: settings.ActivatorSettings) -> int:
     obs_logging.configure(log_format=cfg.log_format, level="info")
-    return asyncio.run(_activator(cfg))
+    if cfg.processes == 1:
+        return asyncio.run(_activator(cfg))
+    try:
+        port, held = processes.reserve(cfg.listen_host, cfg.port)
+    except OSError as exc:
+        if exc.errno not in obs_http.LISTEN_ERRNOS:
+            raise
+        raise obs_http.listen_error(exc, host=cfg.listen_host, flags={"--port": cfg.port}) from None
+    try:
+        return processes.supervise([_one_process(cfg, n, port) for n in range(cfg.processes)])
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def _one_process(cfg: settings.ActivatorSettings, n: int, port: int) -> Callable[[], int]:
+    """Process ``n`` of a multi-process activator: the shared proxy port, its own identity and metrics."""
+    one = dataclasses.replace(
+        cfg,
+        port=port,
+        metrics_port=cfg.metrics_port + n if cfg.metrics_port else 0,
+        identity=f"{cfg.identity}-{n}",
+        processes=1,
+        reuse_port=True,
+    )
+
+    def run() -> int:
+        try:
+            return asyncio.run(_activator(one))
+        except errors.AutoscalerError as exc:  # as the command does for one process: one line, status 1
+            print(f"queue-autoscaler activator (process {n}): {exc}", file=sys.stderr)
+            return 1
+
+    return run
 
 
 async def _activator(cfg: settings.ActivatorSettings) -> int:
@@ -80,6 +115,7 @@ async def _activator(cfg: settings.ActivatorSettings) -> int:
                 report_interval=cfg.report_interval,
                 drain_timeout=cfg.drain_timeout,
                 on_listening=listening,
+                reuse_port=cfg.reuse_port,
             )
         except OSError as exc:  # a port that cannot be listened on: one line naming its flag
             if exc.errno not in obs_http.LISTEN_ERRNOS:

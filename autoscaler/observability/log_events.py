@@ -59,6 +59,9 @@ class ActivatorLog:
     DRAIN_FINISHED: Final = "activator.drain.finished"
     DRAIN_TIMED_OUT: Final = "activator.drain.timed_out"
     SERVER_STOPPED: Final = "activator.server.stopped"
+    PROCESS_STARTED: Final = "activator.process.started"
+    PROCESS_EXITED: Final = "activator.process.exited"
+    PROCESS_DIED: Final = "activator.process.died"
     LEADER_CHANGED: Final = "activator.leader.changed"
     LEADER_UNREADABLE: Final = "activator.leader.unreadable"
 

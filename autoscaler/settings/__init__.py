@@ -113,6 +113,9 @@ class ActivatorSettings:
     header_timeout: float = 10.0
     body_idle_timeout: float = 30.0
     max_connections_per_client: int = 256
+    processes: int = 1
+    # Set in the processes of a multi-process activator: the proxy port is shared with SO_REUSEPORT.
+    reuse_port: bool = False
 
 
 def add_kube_flags(parser: argparse.ArgumentParser) -> None:
@@ -367,6 +370,12 @@ def add_activator_flags(parser: argparse.ArgumentParser) -> None:
         default=env_default("--max-connections-per-client", "256"),
         help="open connections accepted from one client address (default 256); more are closed at once",
     )
+    parser.add_argument(
+        "--processes",
+        default=env_default("--processes", "1"),
+        help="activator processes sharing the proxy port with SO_REUSEPORT (default 1); each runs its own "
+        "watches and reports as <identity>-<n>; process n serves metrics and probes on --metrics-port + n",
+    )
 
 
 def _boolean(flag: str, text: str | None) -> bool:
@@ -384,6 +393,16 @@ def _positive_int(flag: str, text: str | None) -> int:
 
 
 def activator_settings(args: argparse.Namespace) -> ActivatorSettings:
+    found = _activator_settings(args)
+    if found.metrics_port and found.metrics_port + found.processes - 1 > 65535:
+        raise SettingsError(
+            f"--metrics-port={found.metrics_port} with --processes={found.processes}: process n serves "
+            "metrics on --metrics-port + n, which must stay <= 65535"
+        )
+    return found
+
+
+def _activator_settings(args: argparse.Namespace) -> ActivatorSettings:
     return ActivatorSettings(
         kube=_kube(args),
         listen_host=args.host,
@@ -405,6 +424,7 @@ def activator_settings(args: argparse.Namespace) -> ActivatorSettings:
         max_connections_per_client=_positive_int(
             "--max-connections-per-client", args.max_connections_per_client
         ),
+        processes=_positive_int("--processes", args.processes),
     )
 
 

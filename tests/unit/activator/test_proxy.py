@@ -156,6 +156,37 @@ async def test_an_upstream_that_dies_mid_response_cuts_the_client_connection(sta
             await stack.send()
 
 
+async def test_an_upstream_that_dies_short_of_its_declared_length_cuts_the_client_connection(
+    stack: Stack,
+) -> None:
+    async def short(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Length": "100"})
+        await response.prepare(request)
+        await response.write(b"partial")
+        assert request.transport is not None
+        request.transport.abort()
+        return response
+
+    stack.route()
+    async with upstream(short) as address:
+        stack.activator.endpoints.update(ORDERS, [address])
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await stack.send()
+
+
+async def test_a_small_response_of_declared_length_is_relayed_whole_with_its_headers(stack: Stack) -> None:
+    async def small(request: web.Request) -> web.Response:
+        return web.Response(body=b"x" * 1000, headers={"X-Kind": "small", "Content-Type": "text/csv"})
+
+    stack.route()
+    async with upstream(small) as address:
+        stack.activator.endpoints.update(ORDERS, [address])
+        answer = await stack.send()
+    assert (answer.status, answer.body) == (200, b"x" * 1000)
+    assert (answer.headers["X-Kind"], answer.headers["Content-Type"]) == ("small", "text/csv")
+    assert answer.headers["Content-Length"] == "1000"
+
+
 async def test_an_upstream_that_closes_without_answering_gets_502(stack: Stack) -> None:
     async def hangs_up(request: web.Request) -> web.StreamResponse:
         assert request.transport is not None
