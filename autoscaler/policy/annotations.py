@@ -338,6 +338,10 @@ def parse(annotations: Mapping[str, str]) -> ScalingPolicy | None:
     problems.extend(trigger.conflicts(annotations))
     if problems:
         raise PolicyError(tuple(problems))
+    if values[trigger.KEY] is not None and PREFIX + "scale-to-zero-on-invalid-offset" not in annotations:
+        # The dispatcher starts a Trigger's group at the latest offset: a partition without a committed
+        # offset holds nothing it will deliver (a Trigger just created, its dispatcher not joined yet).
+        values["scale-to-zero-on-invalid-offset"] = True
     return ScalingPolicy(
         **{key.replace("-", "_"): value for key, value in values.items()},
         last_active=_last_active(annotations.get(PREFIX + LAST_ACTIVE)),

@@ -8,6 +8,7 @@ import pytest
 
 from autoscaler import errors
 from autoscaler.control.loop import GroupRead
+from autoscaler.model import PartitionOffsets
 from tests.unit.control.test_loop import FakeLag, FakeScaler, FakeTargets, lagging, make_loop, running, until
 
 pytestmark = pytest.mark.looptime
@@ -109,3 +110,18 @@ async def test_a_trigger_target_on_an_unreadable_cluster_is_held_like_a_kafka_gr
 
     assert scaler.patches == []
     assert [e[2] for e in scaler.events] == ["LagUnavailable"]
+
+
+async def test_a_trigger_whose_dispatcher_has_not_joined_yet_does_not_wake_its_subscriber() -> None:
+    targets, lag, triggers = FakeTargets(), FakeLag(), FakeTriggers()
+    scaler = FakeScaler(targets)
+    triggers.brokers[("ns", "billing")] = "default-event-broker"
+    targets.put("billing-worker", 0, trigger="billing")
+    # A Trigger just created: its group has no committed offset on any partition of a topic with records.
+    lag.partitions[GROUP] = tuple(PartitionOffsets(TOPIC, p, None, 40, 0) for p in range(4))
+    loop, _ = make_loop(targets, lag, scaler, triggers=triggers)
+
+    async with running(loop):
+        await until(3.5)
+
+    assert scaler.patches == []

@@ -369,6 +369,20 @@ def test_a_trigger_alone_makes_a_kafka_target_with_every_kafka_default() -> None
     assert (parsed.lag_per_replica, parsed.activation_lag, parsed.kafka_connection) == (10, 0, "default")
 
 
+def test_a_trigger_counts_partitions_its_dispatcher_has_not_committed_yet_as_empty() -> None:
+    # The dispatcher starts a Trigger's group at the latest offset, so an uncommitted partition holds
+    # nothing it will deliver; said explicitly, the KEDA default still applies.
+    parsed = parse({P + "trigger": "billing"})
+    assert parsed is not None
+    assert parsed.scale_to_zero_on_invalid_offset
+    explicit = parse({P + "trigger": "billing", P + "scale-to-zero-on-invalid-offset": "false"})
+    assert explicit is not None
+    assert not explicit.scale_to_zero_on_invalid_offset
+    kafka_group = parse({P + "kafka-group": "g"})
+    assert kafka_group is not None
+    assert not kafka_group.scale_to_zero_on_invalid_offset
+
+
 def test_a_trigger_takes_the_kafka_scaling_keys_and_the_partition_keys_without_kafka_topics() -> None:
     parsed = parse(
         {
