@@ -13,6 +13,7 @@ from kubernetes_asyncio import client
 
 from devstack import network, procs, servers
 from devstack.config import DEVSTACK_DIR, REPO_ROOT
+from devstack.stack import COMPONENTS
 from tests.stack import Devstack, deployment, eventually, python_container
 
 pytestmark = pytest.mark.devstack
@@ -20,6 +21,13 @@ pytestmark = pytest.mark.devstack
 
 def stack_pids(devstack: Devstack) -> list[int]:
     return [e.pid for e in procs.recorded(devstack.layout.pids) if procs.alive(e)]
+
+
+def daemon_pids(devstack: Devstack) -> dict[str, int]:
+    """The shared stack's own daemons by name; pods' processes come and go with other tests' namespaces."""
+    return {
+        e.name: e.pid for e in procs.recorded(devstack.layout.pids) if procs.alive(e) and e.name in COMPONENTS
+    }
 
 
 def processes_mentioning(text: str) -> list[str]:
@@ -102,7 +110,7 @@ async def test_stopping_the_message_servers_ends_rabbitmq_its_epmd_redis_nats_an
         nats_port=devstack.layout.nats_port + 100,
         nats_monitor_port=devstack.layout.nats_monitor_port + 100,
     )
-    shared_before = stack_pids(devstack)
+    shared_before = daemon_pids(devstack)
     try:
         await asyncio.to_thread(servers.up, layout)
         assert servers.status(layout) == {"rabbitmq": True, "redis": True, "nats": True}
@@ -117,6 +125,6 @@ async def test_stopping_the_message_servers_ends_rabbitmq_its_epmd_redis_nats_an
         assert processes_mentioning(str(layout.run)) == []
         assert processes_mentioning(f"epmd -port {layout.rabbitmq_epmd_port}") == []
         assert servers.status(layout) == {"rabbitmq": False, "redis": False, "nats": False}
-        assert stack_pids(devstack) == shared_before
+        assert daemon_pids(devstack) == shared_before
     finally:
         await asyncio.to_thread(servers.stop, layout)
