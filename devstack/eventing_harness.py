@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import yaml
 from aiohttp import web
+from aiokafka import errors as aiokafka_errors
 from aiokafka.admin import AIOKafkaAdminClient
 from kubernetes_asyncio import client
 
@@ -247,6 +248,10 @@ async def committed(bootstrap: str, group: str) -> dict[int, int]:
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group)
+    except aiokafka_errors.KafkaError as exc:
+        if not exc.retriable:
+            raise
+        return {}  # no coordinator yet (a Kafka just restarted creates __consumer_offsets first)
     finally:
         await admin.close()
     return {tp.partition: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
