@@ -167,6 +167,7 @@ async def _dispatcher(cfg: eventing_settings.DispatcherSettings) -> int:
                 cluster_domain=cfg.cluster_domain,
                 max_in_flight=cfg.max_in_flight,
                 activator_url=cfg.activator_url,
+                revoke_grace=cfg.revoke_grace,
             ),
         )
         try:

@@ -13,6 +13,12 @@ each Trigger has its own consumer, tasks and bound: a slow Trigger never stalls 
 Offsets are committed every ``commit_interval`` and on stop, only below records that finished
 (``delivery.Progress``). A record whose dead-letter send keeps failing never finishes: it is retried
 until the sink answers, and nothing at or above it is committed.
+
+Every dispatcher replica runs every Ready Trigger; Kafka's group assignment shares each Trigger's
+partitions over them. When partitions are revoked, their deliveries in flight get ``revoke_grace``
+seconds to finish, what finished below them is committed, and their progress is forgotten: a delivery
+still running after that can neither commit nor fail, and its record is delivered again by the new owner
+(at least once). A replica holding no partition is a normal member: it fetches nothing and waits.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import Protocol
 
 import aiohttp
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from autoscaler.errors import KafkaError
 from autoscaler.eventing import delivery, events, filters
@@ -38,8 +44,16 @@ log = structlog.get_logger(__name__)
 ERROR_DATA_LIMIT = 1024  # bytes of the failed response body kept in knativeerrordata (as Knative)
 
 
+class Rebalance(Protocol):
+    """Hears of the Trigger's partitions changing hands between dispatcher replicas (Kafka's group
+    assignment): ``revoked`` before partitions go to another member, ``assigned`` with the new set."""
+
+    async def revoked(self, partitions: set[int]) -> None: ...
+    async def assigned(self, partitions: set[int]) -> None: ...
+
+
 class Consumer(Protocol):
-    async def start(self) -> None: ...
+    async def start(self, rebalance: Rebalance) -> None: ...
     async def fetch(self, timeout: float) -> Sequence[object]: ...
     async def commit(self, offsets: dict[int, int]) -> None: ...
     async def stop(self) -> None: ...
@@ -95,6 +109,12 @@ class DispatcherMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
             registry=registry,
         )
+        self.partitions = Gauge(
+            "queue_autoscaler_dispatcher_partitions",
+            "Partitions of the Trigger's broker topic this dispatcher replica holds.",
+            labels,
+            registry=registry,
+        )
 
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -111,6 +131,7 @@ class TriggerDelivery:
         metrics: DispatcherMetrics,
         max_in_flight: int,
         commit_interval: float = 1.0,
+        revoke_grace: float = 5.0,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.trigger = trigger
@@ -120,17 +141,22 @@ class TriggerDelivery:
         self._metrics = metrics
         self._slots = asyncio.Semaphore(max_in_flight)
         self._commit_interval = commit_interval
+        self._revoke_grace = revoke_grace
         self._sleep = sleep
         self._progress: dict[int, delivery.Progress] = {}
         self._committed: dict[int, int] = {}
         self._partition_tail: dict[int, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._partition_tasks: dict[int, set[asyncio.Task[None]]] = {}
+        # Bumped when a partition is revoked: records and deliveries of an older epoch no longer count.
+        self._epochs: dict[int, int] = {}
+        self._held: set[int] = set()
         self._log = log.bind(namespace=trigger.namespace, trigger=trigger.name)
 
     # --- the fetch loop ---------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        await self._consumer.start()
+        await self._consumer.start(self)
         self._log.info(
             EventingLog.TRIGGER_STARTED, group=self.trigger.consumer_group, ordered=self.trigger.ordered
         )
@@ -143,9 +169,11 @@ class TriggerDelivery:
                     self._log.warning(EventingLog.TRIGGER_FAILED, error=str(exc))
                     await self._sleep(1.0)
                     continue
+                epochs = dict(self._epochs)
                 for record in records:
                     await self._slots.acquire()
-                    self._start(record)
+                    if not self._start(record, epochs):
+                        self._slots.release()  # its partition was revoked while it waited for a slot
         finally:
             committer.cancel()
             await asyncio.gather(committer, return_exceptions=True)
@@ -155,11 +183,16 @@ class TriggerDelivery:
             with contextlib.suppress(KafkaError):
                 await self._commit()
             await self._consumer.stop()
+            with contextlib.suppress(KeyError):
+                self._metrics.partitions.remove(self.trigger.namespace, self.trigger.name)
             self._log.info(EventingLog.TRIGGER_STOPPED)
 
-    def _start(self, raw: object) -> None:
+    def _start(self, raw: object, epochs: dict[int, int]) -> bool:
         partition: int = getattr(raw, "partition")  # noqa: B009 - aiokafka's ConsumerRecord
         offset: int = getattr(raw, "offset")  # noqa: B009
+        epoch = self._epochs.get(partition, 0)
+        if epoch != epochs.get(partition, 0):
+            return False
         progress = self._progress.get(partition, delivery.Progress())
         if progress.high is not None and offset < progress.high:
             # The partition was taken away and given back (a rebalance): its records come again from
@@ -170,24 +203,76 @@ class TriggerDelivery:
             getattr(raw, "headers", ()) or (), getattr(raw, "key", None), getattr(raw, "value", None)
         )
         previous = self._partition_tail.get(partition) if self.trigger.ordered else None
-        task = asyncio.create_task(self._handle(partition, offset, record, previous))
+        task = asyncio.create_task(
+            self._handle(partition, offset, epoch, record, previous), name=f"delivery {partition}/{offset}"
+        )
         self._tasks.add(task)
+        in_partition = self._partition_tasks.setdefault(partition, set())
+        in_partition.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(in_partition.discard)
         if self.trigger.ordered:
             self._partition_tail[partition] = task
+        return True
 
     async def _handle(
-        self, partition: int, offset: int, record: events.Record | None, previous: asyncio.Task[None] | None
+        self,
+        partition: int,
+        offset: int,
+        epoch: int,
+        record: events.Record | None,
+        previous: asyncio.Task[None] | None,
     ) -> None:
         try:
             if previous is not None:
                 await asyncio.gather(previous, return_exceptions=True)
             result = await self._process(record)
             self._metrics.events.labels(self.trigger.namespace, self.trigger.name, result).inc()
-            if offset in self._progress[partition].pending:
-                self._progress[partition] = self._progress[partition].finished(offset)
+            progress = self._progress.get(partition)
+            if (
+                self._epochs.get(partition, 0) == epoch
+                and progress is not None
+                and offset in progress.pending
+            ):
+                self._progress[partition] = progress.finished(offset)
         finally:
             self._slots.release()
+
+    # --- partitions changing hands ----------------------------------------------------------------------
+
+    async def revoked(self, partitions: set[int]) -> None:
+        """Gives the partitions' deliveries in flight the grace to finish, commits what finished, and
+        forgets the partitions (records fetched for them and not started yet are dropped)."""
+        for partition in partitions:
+            self._epochs[partition] = self._epochs.get(partition, 0) + 1
+        running = [t for p in partitions for t in self._partition_tasks.get(p, ())]
+        if running:
+            await asyncio.wait(running, timeout=self._revoke_grace)
+        late = sum(1 for t in running if not t.done())
+        due = {
+            p: offset
+            for p in partitions
+            if (progress := self._progress.get(p)) is not None
+            and (offset := progress.committable) is not None
+            and self._committed.get(p) != offset
+        }
+        try:
+            await self._consumer.commit(due)
+        except KafkaError as exc:
+            self._log.warning(EventingLog.COMMIT_FAILED, error=str(exc), partitions=sorted(due))
+        for partition in partitions:
+            self._progress.pop(partition, None)
+            self._committed.pop(partition, None)
+        self._held -= partitions
+        self._metrics.partitions.labels(self.trigger.namespace, self.trigger.name).set(len(self._held))
+        self._log.info(
+            EventingLog.PARTITIONS_REVOKED, partitions=sorted(partitions), committed=due, late=late
+        )
+
+    async def assigned(self, partitions: set[int]) -> None:
+        self._held = set(partitions)
+        self._metrics.partitions.labels(self.trigger.namespace, self.trigger.name).set(len(partitions))
+        self._log.info(EventingLog.PARTITIONS_ASSIGNED, partitions=sorted(partitions))
 
     async def _process(self, record: events.Record | None) -> str:
         if record is None:
@@ -311,7 +396,8 @@ class TriggerDelivery:
         }
         if due:
             await self._consumer.commit(due)
-            self._committed.update(due)
+            # A partition revoked while the commit was on its way is forgotten, not remembered again.
+            self._committed.update({p: o for p, o in due.items() if p in self._progress})
 
     @property
     def in_flight(self) -> int:

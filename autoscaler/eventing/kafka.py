@@ -5,18 +5,22 @@ Trigger's consumer group with manual commits. aiokafka errors become ``autoscale
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka import errors as aiokafka_errors
+from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from autoscaler.errors import KafkaError, KafkaUnavailable
 from autoscaler.eventing.events import Record
 from autoscaler.observability.log_events import EventingLog
+
+if TYPE_CHECKING:
+    from autoscaler.eventing.dispatcher import Rebalance
 
 log = structlog.get_logger(__name__)
 
@@ -125,14 +129,15 @@ class Topics:
 
 class GroupConsumer:
     """A Trigger's consumer group on its broker topic: manual commits, reading from the latest offset
-    when the group has none (Knative's Kafka broker: auto.offset.reset=latest)."""
+    when the group has none (Knative's Kafka broker: auto.offset.reset=latest). Kafka's group assignment
+    shares the topic's partitions over every dispatcher replica running the Trigger; ``rebalance`` hears
+    of every change (``revoked`` before a partition goes, ``assigned`` once the new set is known)."""
 
     def __init__(self, settings: KafkaSettings, *, topic: str, group: str, max_records: int) -> None:
         self.topic = topic
         self.group = group
         self._max_records = max_records
         self._consumer = AIOKafkaConsumer(
-            topic,
             bootstrap_servers=settings.bootstrap,
             group_id=group,
             enable_auto_commit=False,
@@ -142,27 +147,33 @@ class GroupConsumer:
             **dict(settings.extra or {}),
         )
 
-    async def start(self, *, join_timeout: float = 60.0) -> None:
-        """Joins the group; then every assigned partition without a committed offset gets one at its end,
-        so the Trigger's backlog counts from the moment it started delivering (for its subscriber's
-        scaling and across dispatcher restarts) instead of from whenever its first record arrives."""
+    async def start(self, rebalance: Rebalance) -> None:
+        """Joins the group and returns: the partitions come in the background (a member may hold none,
+        when the group has more members than the topic has partitions)."""
+        self._consumer.subscribe([self.topic], listener=_Listener(self, rebalance))
         try:
             await self._consumer.start()
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + join_timeout
-            while not self._consumer.assignment() and loop.time() < deadline:  # noqa: ASYNC110 - aiokafka
-                await asyncio.sleep(0.05)  # offers no event for "assigned"; this runs once per Trigger start
-            anchors = {}
-            for tp in self._consumer.assignment():
-                if await self._consumer.committed(tp) is None:
-                    anchors[tp] = await self._consumer.position(tp)
-            if anchors:
-                await self._consumer.commit(anchors)
         except BaseException as exc:
             await self._consumer.stop()
             if isinstance(exc, asyncio.CancelledError):
                 raise
             raise translate(exc, f"joining group {self.group}") from exc
+
+    async def anchor(self, partitions: set[int]) -> None:
+        """Every one of ``partitions`` without a committed offset gets one at its end (where reading
+        starts), so the Trigger's backlog counts from the moment it started delivering (for its
+        subscriber's scaling and across dispatcher restarts) instead of from whenever its first record
+        arrives. Called on every assignment, before the partitions' first records are fetched."""
+        try:
+            anchors = {}
+            for partition in sorted(partitions):
+                tp = TopicPartition(self.topic, partition)
+                if await self._consumer.committed(tp) is None:
+                    anchors[tp] = await self._consumer.position(tp)
+            if anchors:
+                await self._consumer.commit(anchors)
+        except aiokafka_errors.KafkaError as exc:
+            raise translate(exc, f"anchoring group {self.group}") from exc
 
     async def fetch(self, timeout: float) -> Sequence[ConsumerRecord[bytes, bytes]]:
         try:
@@ -192,3 +203,26 @@ class GroupConsumer:
 
     async def stop(self) -> None:
         await self._consumer.stop()
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """aiokafka's rebalance callbacks, in partition numbers of the consumer's topic. They run inside the
+    group's join (the next member waits for ``revoked``; fetching waits for ``assigned``)."""
+
+    def __init__(self, consumer: GroupConsumer, rebalance: Rebalance) -> None:
+        self._consumer = consumer
+        self._rebalance = rebalance
+
+    def _ours(self, partitions: Iterable[TopicPartition]) -> set[int]:
+        return {tp.partition for tp in partitions if tp.topic == self._consumer.topic}
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self._rebalance.revoked(self._ours(revoked))
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        partitions = self._ours(assigned)
+        try:
+            await self._consumer.anchor(partitions)
+        except KafkaError as exc:
+            log.warning(EventingLog.ANCHOR_FAILED, group=self._consumer.group, error=str(exc))
+        await self._rebalance.assigned(partitions)

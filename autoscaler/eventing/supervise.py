@@ -39,6 +39,7 @@ class SuperviseSettings:
     max_in_flight: int = 100
     resync: float = 10.0
     activator_url: str | None = None  # deliveries to cluster Services go through it
+    revoke_grace: float = 5.0  # seconds for deliveries on a partition moving to another replica
 
 
 class KubeObjects:
@@ -279,6 +280,7 @@ class Supervisor:
             session=self._session,
             metrics=self._metrics,
             max_in_flight=self._settings.max_in_flight,
+            revoke_grace=self._settings.revoke_grace,
         )
         task = asyncio.create_task(runner.run(), name=f"trigger {trigger.namespace}/{trigger.name}")
         self._running[(trigger.namespace, trigger.name)] = _Running(trigger, target, task)

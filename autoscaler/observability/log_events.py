@@ -123,6 +123,9 @@ class EventingLog:
     DEAD_LETTER_FAILED: Final = "eventing.dead-letter.failed"
     REPLY_DROPPED: Final = "eventing.reply.dropped"
     COMMIT_FAILED: Final = "eventing.commit.failed"
+    PARTITIONS_ASSIGNED: Final = "eventing.partitions.assigned"
+    PARTITIONS_REVOKED: Final = "eventing.partitions.revoked"
+    ANCHOR_FAILED: Final = "eventing.anchor.failed"
     STATUS_WRITTEN: Final = "eventing.status.written"
     STATUS_FAILED: Final = "eventing.status.failed"
 

@@ -12,6 +12,7 @@ from autoscaler.settings import (
     _kube,
     _log_format,
     _port,
+    _positive_float,
     _positive_int,
     add_kube_flags,
     env_default,
@@ -48,6 +49,7 @@ class DispatcherSettings:
     cluster_domain: str
     log_format: LogFormat
     activator_url: str | None = None
+    revoke_grace: float = 5.0
 
 
 def _add_broker_kafka_flags(parser: argparse.ArgumentParser) -> None:
@@ -109,6 +111,12 @@ def add_dispatcher_flags(parser: argparse.ArgumentParser) -> None:
         help="the activator's URL: deliveries to cluster Services go through it (Host: the Service's name), "
         "so a subscriber at zero replicas is woken and holds the event instead of failing it",
     )
+    parser.add_argument(
+        "--revoke-grace",
+        default=env_default("--revoke-grace", "5"),
+        help="seconds the deliveries in flight on a partition moving to another dispatcher replica get to "
+        "finish before it goes (default 5); later ones are delivered again by the new owner",
+    )
 
 
 def _bootstrap(args: argparse.Namespace) -> str:
@@ -145,4 +153,5 @@ def dispatcher_settings(args: argparse.Namespace) -> DispatcherSettings:
         cluster_domain=args.cluster_domain,
         log_format=_log_format(args.log_format),
         activator_url=args.activator_url or None,
+        revoke_grace=_positive_float("--revoke-grace", args.revoke_grace),
     )
