@@ -73,12 +73,25 @@ class Producer:
             return self._producer
 
     async def send(self, *, topic: str, record: Record) -> None:
-        """Returns once every in-sync replica has the record; KafkaUnavailable/KafkaError otherwise."""
+        """Returns once every in-sync replica has the record; KafkaUnavailable/KafkaError otherwise.
+
+        An idempotent producer never gives up on a record while Kafka is away (it retries until Kafka is
+        back, to keep the partition's sequence), so the wait is bounded here by ``request_timeout``: the
+        caller hears "unavailable" in time, and the record, still held by the producer, may be written
+        once Kafka returns (a client retrying then makes a duplicate, never a loss)."""
         producer = await self._started()
+        timeout = self._settings.request_timeout
         try:
-            await producer.send_and_wait(
-                topic, value=record.value, key=record.key, headers=list(record.headers)
-            )
+            async with asyncio.timeout(timeout):
+                acknowledged = await producer.send(
+                    topic, value=record.value, key=record.key, headers=list(record.headers)
+                )
+                acknowledged.add_done_callback(_retrieved)
+                await asyncio.shield(acknowledged)
+        except TimeoutError as exc:
+            raise KafkaUnavailable(
+                f"producing to {topic}: Kafka is unavailable: no acknowledgement within {timeout:g} s"
+            ) from exc
         except aiokafka_errors.KafkaError as exc:
             raise translate(exc, f"producing to {topic}") from exc
 
@@ -87,6 +100,12 @@ class Producer:
             if self._producer is not None:
                 await self._producer.stop()
                 self._producer = None
+
+
+def _retrieved(acknowledged: asyncio.Future[Any]) -> None:
+    """Marks a record's outcome as seen, for one whose request already timed out (nobody awaits it)."""
+    if not acknowledged.cancelled():
+        acknowledged.exception()
 
 
 class Topics:
