@@ -2,6 +2,12 @@
 create the topics of our Brokers, write their status, resolve each Trigger's subscriber and dead-letter
 sink, write its status, and run exactly one ``TriggerDelivery`` for each Ready Trigger (restarted when its
 spec or resolved URLs change, stopped when it goes away or stops being Ready).
+
+Every dispatcher replica does all of this: the Trigger's consumer group shares its partitions over the
+replicas' deliveries, and each replica writes a status only when it differs from the one it last wrote (or,
+before its first write, from the stored one), so replicas that see the same objects write it once between
+them and replicas that disagree (one cannot reach Kafka) write once each instead of flipping it back and
+forth.
 """
 
 from __future__ import annotations
