@@ -5,6 +5,7 @@ Trigger's consumer group with manual commits. aiokafka errors become ``autoscale
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -93,7 +94,24 @@ class Producer:
                 f"producing to {topic}: Kafka is unavailable: no acknowledgement within {timeout:g} s"
             ) from exc
         except aiokafka_errors.KafkaError as exc:
-            raise translate(exc, f"producing to {topic}") from exc
+            error = translate(exc, f"producing to {topic}")
+            if not isinstance(error, KafkaUnavailable):
+                # e.g. OutOfOrderSequenceNumber after Kafka came back without a record the producer had
+                # numbered: aiokafka's producer stops sending for good; the next event gets a new one.
+                await self._discard(producer, error)
+            raise error from exc
+
+    async def _discard(self, producer: AIOKafkaProducer, error: KafkaError) -> None:
+        async with self._lock:
+            current = self._producer is producer
+            if current:
+                self._producer = None
+        if not current:
+            return  # another request already replaced it
+        log.warning(EventingLog.PRODUCER_REPLACED, error=str(error))
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self._settings.request_timeout):
+                await producer.stop()
 
     async def close(self) -> None:
         async with self._lock:

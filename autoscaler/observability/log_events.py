@@ -126,6 +126,7 @@ class EventingLog:
     PARTITIONS_ASSIGNED: Final = "eventing.partitions.assigned"
     PARTITIONS_REVOKED: Final = "eventing.partitions.revoked"
     ANCHOR_FAILED: Final = "eventing.anchor.failed"
+    PRODUCER_REPLACED: Final = "eventing.producer.replaced"
     STATUS_WRITTEN: Final = "eventing.status.written"
     STATUS_FAILED: Final = "eventing.status.failed"
 

@@ -9,8 +9,9 @@ import gc
 from typing import Any, ClassVar
 
 import pytest
+from aiokafka import errors as aiokafka_errors
 
-from autoscaler.errors import KafkaUnavailable
+from autoscaler.errors import KafkaError, KafkaUnavailable
 from autoscaler.eventing import events, kafka
 
 
@@ -82,3 +83,30 @@ async def test_a_record_failing_after_its_request_timed_out_leaves_no_unretrieve
         loop.set_exception_handler(previous)
         await producer.close()
     assert [c.get("message") for c in reported] == []
+
+
+class BrokenAfterOutageProducer(SilentKafkaProducer):
+    """The first one made fails every record the way aiokafka's does once its sender stopped on an
+    out-of-order sequence (Kafka came back without a record the producer had numbered); later ones work."""
+
+    async def send(self, topic: str, **_record: Any) -> asyncio.Future[object]:
+        if self is SilentKafkaProducer.made[0]:
+            raise aiokafka_errors.OutOfOrderSequenceNumber()
+        acknowledged: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        acknowledged.set_result(None)
+        return acknowledged
+
+
+async def test_a_producer_broken_by_a_non_retriable_error_is_replaced_so_the_next_event_is_stored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    SilentKafkaProducer.made = []
+    monkeypatch.setattr(kafka, "AIOKafkaProducer", BrokenAfterOutageProducer)
+    producer = kafka.Producer(kafka.KafkaSettings("127.0.0.1:1", request_timeout=5))
+    try:
+        with pytest.raises(KafkaError, match="OutOfOrderSequenceNumber"):
+            await producer.send(topic="t", record=RECORD)
+        await asyncio.wait_for(producer.send(topic="t", record=RECORD), timeout=10)
+    finally:
+        await producer.close()
+    assert len(SilentKafkaProducer.made) == 2
