@@ -182,6 +182,7 @@ class Broker:
     url: str  # the Broker's address: POST events here
     api: client.ApiClient
     devstack: Devstack
+    partitions: int = PARTITIONS  # of the Broker's topic
 
     @property
     def topic(self) -> str:
@@ -236,7 +237,7 @@ class Broker:
         group = trigger_consumer_group(self.namespace, name)
         await eventually(
             lambda: committed(self.devstack.kafka_bootstrap, group),
-            lambda offsets: len(offsets) == PARTITIONS,
+            lambda offsets: len(offsets) == self.partitions,
             timeout=60,
             interval=0.2,
             what=f"group {group} anchored on every partition",
@@ -265,9 +266,10 @@ async def broker_processes(
     tmp_path: Path,
     *,
     dispatcher_extra: tuple[str, ...] = (),
+    partitions: int = PARTITIONS,
 ) -> AsyncIterator[Broker]:
     """The Broker in ``namespace``, and an ingress and a dispatcher process for that namespace (their logs
-    in ``tmp_path``)."""
+    in ``tmp_path``); the Broker's topic gets ``partitions`` partitions."""
     await client.CustomObjectsApi(kube).create_namespaced_custom_object(
         GROUP,
         VERSION,
@@ -291,7 +293,7 @@ async def broker_processes(
         "--kafka-bootstrap",
         devstack.kafka_bootstrap,
         "--broker-partitions",
-        str(PARTITIONS),
+        str(partitions),
     ]
     ingress = Process(
         queue_autoscaler(
@@ -318,8 +320,24 @@ async def broker_processes(
             env,
         ).start()
         await wait_logged_port(dispatcher, EventingLog.DISPATCHER_STARTED, "metrics_port")
-        yield Broker(namespace, ingress, dispatcher, f"{ingress_url}/{namespace}/{BROKER}", kube, devstack)
+        yield Broker(
+            namespace, ingress, dispatcher, f"{ingress_url}/{namespace}/{BROKER}", kube, devstack, partitions
+        )
     finally:
         for process in (dispatcher, ingress):
             if process is not None:
                 process.stop()
+
+
+async def another_dispatcher(broker: Broker, name: str) -> Process:
+    """One more dispatcher replica for the Broker's namespace (the first one's arguments, its log in
+    ``<name>.log`` beside the first one's), started and listening; the caller stops it."""
+    replica = Process(
+        broker.dispatcher.argv, broker.dispatcher.log_path.with_name(f"{name}.log"), broker.dispatcher.env
+    ).start()
+    try:
+        await wait_logged_port(replica, EventingLog.DISPATCHER_STARTED, "metrics_port")
+    except BaseException:
+        replica.stop()
+        raise
+    return replica
