@@ -37,19 +37,15 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from autoscaler.observability import logging as obs_logging
-from autoscaler.observability.log_events import EventingLog
+from autoscaler.observability.log_events import ControlLog, EventingLog
 from bench import demo_eventing, demo_report, load, watch
-from bench.demo_report import summarize
+from bench.demo_report import HTTP_WORKER, KAFKA_WORKER, NAMESPACE, TOPIC, summarize
 from devstack.config import REPO_ROOT, Layout, layout
 from devstack.eventing_harness import GROUP, VERSION, broker_processes, install_crds, logged_port
 from devstack.harness import Devstack
 from devstack.kube_rest import Rest
 
-NAMESPACE = "billing"
 CONTROL_NAMESPACE = "queue-autoscaler"
-KAFKA_WORKER = "billing-worker"
-HTTP_WORKER = "billing-worker-service"
-TOPIC = "billing"
 PREFIX = "queue-autoscaler.dev/"
 RESULTS = REPO_ROOT / "bench" / "results"
 # Shorter than the examples' production-like values, so the whole demo fits in a few minutes.
@@ -70,17 +66,38 @@ class Processes:
         self.started.append((name, proc))
         return proc
 
+    def entries(self, name: str) -> list[dict[str, Any]]:
+        path = self.run_dir / f"{name}.log"
+        found = []
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                with contextlib.suppress(json.JSONDecodeError):
+                    found.append(json.loads(line))
+        return found
+
     def port(self, name: str, endpoint: str, timeout: float = 30) -> int:
         deadline = time.monotonic() + timeout
-        path = self.run_dir / f"{name}.log"
         while time.monotonic() < deadline:
-            for line in path.read_text(errors="replace").splitlines():
-                if line.startswith("{"):
-                    entry = json.loads(line)
-                    if entry.get("event") == "listening" and entry.get("endpoint") == endpoint:
-                        return int(entry["port"])
+            for entry in self.entries(name):
+                if entry.get("event") == "listening" and entry.get("endpoint") == endpoint:
+                    return int(entry["port"])
             time.sleep(0.1)
-        raise RuntimeError(f"{name} did not report its {endpoint} port; see {path}")
+        raise RuntimeError(f"{name} did not report its {endpoint} port; see {self.run_dir / (name + '.log')}")
+
+    async def deciding(self, deployment: str, timeout: float = 60) -> None:
+        """Waits until a controller (the leader) has decided for ``deployment`` once."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, _proc in self.started:
+                if any(
+                    e.get("event") == ControlLog.DECISION_CHANGED and e.get("deployment") == deployment
+                    for e in self.entries(name)
+                ):
+                    return
+            await asyncio.sleep(0.2)
+        raise RuntimeError(
+            f"no controller decided for {deployment} within {timeout:.0f} s; see {self.run_dir}"
+        )
 
     def stop(self) -> None:
         for _, proc in self.started:
@@ -189,21 +206,6 @@ async def replicas(api: client.ApiClient, name: str) -> tuple[int, int]:
     return int(deployment.spec.replicas or 0), int(deployment.status.ready_replicas or 0)
 
 
-def sampler(stack: Layout, name: str, csv_path: Path, seconds: float, stop: asyncio.Event) -> Any:
-    group, topic = (KAFKA_WORKER, TOPIC) if name == KAFKA_WORKER else demo_eventing.group_and_topic(NAMESPACE)
-    return watch.sample(
-        namespace=NAMESPACE,
-        deployment=name,
-        csv_path=csv_path,
-        duration=seconds,
-        kubeconfig=stack.kubeconfig,
-        bootstrap=stack.kafka_bootstrap,
-        group=group,
-        topics=[topic],
-        stop=stop,
-    )
-
-
 async def run(args: argparse.Namespace) -> int:
     stack = layout()
     run_dir = stack.run / "demo"
@@ -286,12 +288,15 @@ async def run(args: argparse.Namespace) -> int:
                 )
             )
             await broker.ready_trigger(demo_eventing.TRIGGER)
+            await processes.deciding(KAFKA_WORKER)  # a leader is elected and sees the targets at 0
             print(f"[demo] broker ingress and dispatcher started; Trigger Ready; posting to {broker.url}")
 
             stop_sampling = asyncio.Event()
             csv_paths = {name: run_dir / f"{name}.csv" for name in (KAFKA_WORKER, HTTP_WORKER)}
             samplers = {
-                name: asyncio.create_task(sampler(stack, name, path, args.max_seconds, stop_sampling))
+                name: asyncio.create_task(
+                    demo_report.sampler(stack, name, path, args.max_seconds, stop_sampling)
+                )
                 for name, path in csv_paths.items()
             }
             profile = load.spike(base=0, peak=args.peak, at=args.spike_at, width=args.spike_width)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -13,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import demo_eventing, watch
+from devstack.config import Layout
 
+NAMESPACE = "billing"
 KAFKA_WORKER = "billing-worker"
 HTTP_WORKER = "billing-worker-service"
 TOPIC = "billing"
@@ -152,3 +155,18 @@ def write(
         + "\n"
     )
     return text
+
+
+def sampler(stack: Layout, name: str, csv_path: Path, seconds: float, stop: asyncio.Event) -> Any:
+    group, topic = (KAFKA_WORKER, TOPIC) if name == KAFKA_WORKER else demo_eventing.group_and_topic(NAMESPACE)
+    return watch.sample(
+        namespace=NAMESPACE,
+        deployment=name,
+        csv_path=csv_path,
+        duration=seconds,
+        kubeconfig=stack.kubeconfig,
+        bootstrap=stack.kafka_bootstrap,
+        group=group,
+        topics=[topic],
+        stop=stop,
+    )
