@@ -140,7 +140,7 @@ class Wake:
             async with session.post(url, headers=headers, data=b"{}") as response:
                 await response.read()
                 status = response.status
-            expected = 200
+            expected = 202
         if status != expected:
             raise SystemExit(f"round {number} ({mode}): status {status}, expected {expected}")
         delivered = await eventually(
@@ -180,7 +180,10 @@ async def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
         record = logs / "received.jsonl"
         devstack = Devstack(devstack_layout())
         async with bench.worker_stack(
-            workdir=logs, replicas=0, annotations=ANNOTATIONS, worker_args=["--record", str(record)]
+            workdir=logs,
+            replicas=0,
+            annotations=ANNOTATIONS,
+            worker_args=["--record", str(record), "--consume"],
         ) as stack:
             await install_crds(devstack.layout.kustomize, Rest(stack.api))
             via = ("--activator-url", f"http://127.0.0.1:{stack.proxy_port}")

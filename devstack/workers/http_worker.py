@@ -5,7 +5,9 @@ GET /healthz is the readiness endpoint. POST bodies are echoed back byte-for-byt
 CloudEvents headers, so tests can check that events arrive unchanged. ``--record FILE`` appends one JSON line
 per POST, ``{"id", "type", "time", "pod", "at", "ready_at"}`` (the CloudEvents id, type and time attributes,
 this machine's clock when the request arrived and when the worker started listening), so a demo or a
-benchmark can count what the worker received. SIGTERM: finish in-flight requests, then exit.
+benchmark can count what the worker received. ``--consume``: POSTs are answered 202 with no body, as an
+event consumer does (a Trigger's subscriber: an echo would be a reply event sent back into the broker).
+SIGTERM: finish in-flight requests, then exit.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from aiohttp import web
 
 READY_AT = "ready_at"
 RECORD = "record"
+CONSUME = "consume"
 
 
 def record(request: web.Request) -> None:
@@ -44,6 +47,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
     delay = float(request.app["delay"])
     if delay:
         await asyncio.sleep(delay)
+    if request.method == "POST" and request.app.get(CONSUME):
+        await request.read()
+        return web.Response(status=202)
     if request.method == "POST":
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower().startswith("ce-")}
@@ -72,11 +78,13 @@ async def main() -> None:
     parser.add_argument("--delay", type=float, default=0.0, help="seconds to wait before answering")
     parser.add_argument("--startup-delay", type=float, default=0.0, help="seconds before listening")
     parser.add_argument("--record", default="", help="append one JSON line per POST to this file")
+    parser.add_argument("--consume", action="store_true", help="answer POSTs 202 with no body (no echo)")
     args = parser.parse_args()
     await asyncio.sleep(args.startup_delay)
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app["delay"] = args.delay
     app[RECORD] = args.record
+    app[CONSUME] = args.consume
     app[READY_AT] = None
     app.router.add_get("/healthz", healthz)
     app.router.add_route("*", "/{tail:.*}", handle)

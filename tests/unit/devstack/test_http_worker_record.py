@@ -13,10 +13,11 @@ from devstack.workers import http_worker
 pytestmark = pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning")
 
 
-def worker_app(record: str) -> web.Application:
+def worker_app(record: str, *, consume: bool = False) -> web.Application:
     app = web.Application()
     app["delay"] = 0.0
     app[http_worker.RECORD] = record
+    app[http_worker.CONSUME] = consume
     app[http_worker.READY_AT] = 12.5
     app.router.add_route("*", "/{tail:.*}", http_worker.handle)
     return app
@@ -48,3 +49,17 @@ async def test_without_record_nothing_is_written(tmp_path: Path) -> None:
 
     assert (answer.status, body) == (200, b"x")
     assert list(tmp_path.iterdir()) == []  # noqa: ASYNC240
+
+
+async def test_as_a_consumer_a_post_is_answered_202_without_a_body_or_cloudevents_headers_so_it_is_no_reply(
+    tmp_path: Path,
+) -> None:
+    record = tmp_path / "received.jsonl"
+    async with TestClient(TestServer(worker_app(str(record), consume=True))) as session:
+        answer = await session.post("/", data=b"{}", headers={"ce-id": "e1", "ce-type": "t"})
+        body = await answer.read()
+        headers = dict(answer.headers)
+
+    assert (answer.status, body) == (202, b"")
+    assert not [k for k in headers if k.lower().startswith("ce-")]
+    assert "e1" in record.read_text()
