@@ -375,7 +375,7 @@ async def run(args: argparse.Namespace) -> int:
                 ),
                 kafka=summarize(samples_of[KAFKA_WORKER], kafka_events),
                 flow=flow,
-                subscriber=summarize(samples_of[HTTP_WORKER], http_events),
+                subscriber=summarize(samples_of[HTTP_WORKER], http_events, work_began=posting.began),
             )
             print("\n" + text)
             print(f"\n[demo] summary written to {RESULTS / 'demo.md'} and demo.json")

@@ -50,14 +50,24 @@ class Summary:
     replica_seconds: float
     back_to_zero_s: float | None
     events: list[watch.ScaleEvent]
+    reaction_from: str = "lag first seen by the watcher (every 250 ms)"
+
+    @property
+    def woken_by(self) -> str:
+        """The note of the Event that woke the Deployment from zero: which source and backlog."""
+        activated = next((e for e in self.events if e.reason == "ActivatedFromZero"), None)
+        return "-" if activated is None else activated.note
 
 
-def summarize(samples: Sequence[watch.Sample], events: Sequence[watch.ScaleEvent]) -> Summary:
+def summarize(
+    samples: Sequence[watch.Sample], events: Sequence[watch.ScaleEvent], *, work_began: float | None = None
+) -> Summary:
+    """``work_began``: when the first work was sent (the reaction counts from it); None: from the first
+    sample that saw a backlog."""
     activated = next((e for e in events if e.reason == "ActivatedFromZero"), None)
     first_lag = next((s for s in samples if (s.lag or 0) > 0), None)
-    reaction = (
-        (activated.time - first_lag.wall_time).total_seconds() * 1000 if activated and first_lag else None
-    )
+    began = first_lag.wall_time.timestamp() if work_began is None and first_lag else work_began
+    reaction = (activated.time.timestamp() - began) * 1000 if activated and began is not None else None
     peak = max((s.lag or 0 for s in samples), default=0)
     replica_seconds = sum(
         (b.time_s - a.time_s) * (a.spec_replicas or 0) for a, b in itertools.pairwise(samples)
@@ -65,7 +75,10 @@ def summarize(samples: Sequence[watch.Sample], events: Sequence[watch.ScaleEvent
     drained = [s for s in samples if (s.lag or 0) > 0]
     to_zero = next((e for e in reversed(events) if e.reason == "ScaledToZero"), None)
     back = (to_zero.time - drained[-1].wall_time).total_seconds() if drained and to_zero else None
-    return Summary(reaction, peak, replica_seconds, back, list(events))
+    summary = Summary(reaction, peak, replica_seconds, back, list(events))
+    if work_began is not None:
+        summary.reaction_from = "first event posted"
+    return summary
 
 
 def summary_rows(summary: Summary, title: str, what: str) -> list[str]:
@@ -75,8 +88,8 @@ def summary_rows(summary: Summary, title: str, what: str) -> list[str]:
     return [
         f"| {title} | |",
         "|---|---:|",
-        f"| reaction: {what} first seen by the watcher (every 250 ms) → ActivatedFromZero | "
-        f"{ms(summary.reaction_ms)} |",
+        f"| reaction: {summary.reaction_from} → ActivatedFromZero | {ms(summary.reaction_ms)} |",
+        f"| woken by | {summary.woken_by} |",
         f"| peak {what} | {summary.peak_lag} |",
         f"| replica-seconds (spec replicas × time) | {summary.replica_seconds:.1f} |",
         f"| time back to zero after the {what} drained | "
@@ -90,6 +103,8 @@ def summary_json(summary: Summary) -> dict[str, Any]:
         "peak_backlog": summary.peak_lag,
         "replica_seconds": round(summary.replica_seconds, 1),
         "back_to_zero_s": None if summary.back_to_zero_s is None else round(summary.back_to_zero_s, 1),
+        "reaction_from": summary.reaction_from,
+        "woken_by": summary.woken_by,
         "events": [{"time": e.time.isoformat(), "reason": e.reason, "note": e.note} for e in summary.events],
     }
 
