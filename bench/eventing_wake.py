@@ -42,6 +42,7 @@ from kubernetes_asyncio import client as kube_client
 
 from autoscaler.observability.log_events import ActivatorLog, ControlLog
 from bench import activator as bench
+from bench import watch
 from bench.cold_start import at_zero, entries, timestamp
 from devstack.config import layout as devstack_layout
 from devstack.eventing_harness import BILLING, BROKER, GROUP, VERSION, Broker, broker_processes, install_crds
@@ -179,13 +180,18 @@ async def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     with bench.log_dir(args.logs, "eventing-wake") as logs:
         record = logs / "received.jsonl"
         devstack = Devstack(devstack_layout())
+        # The CRDs first, so that the controller's Trigger watch starts with the resource served.
+        api = await watch.connect(devstack.kubeconfig)
+        try:
+            await install_crds(devstack.layout.kustomize, Rest(api))
+        finally:
+            await api.close()
         async with bench.worker_stack(
             workdir=logs,
             replicas=0,
             annotations=ANNOTATIONS,
             worker_args=["--record", str(record), "--consume"],
         ) as stack:
-            await install_crds(devstack.layout.kustomize, Rest(stack.api))
             via = ("--activator-url", f"http://127.0.0.1:{stack.proxy_port}")
             async with broker_processes(
                 devstack, stack.api, stack.namespace, logs, dispatcher_extra=via
