@@ -9,12 +9,13 @@ OTHER = "com.shivamitcs.shipping.started"
 
 T = "billing-process-trigger"
 METRICS = f"""\
-# HELP queue_autoscaler_trigger_events_total Records a Trigger finished, by result.
-# TYPE queue_autoscaler_trigger_events_total counter
+# HELP queue_autoscaler_trigger_events Records a Trigger finished, by result.
+# TYPE queue_autoscaler_trigger_events counter
 queue_autoscaler_trigger_events_total{{namespace="billing",result="delivered",trigger="{T}"}} 4.0
 queue_autoscaler_trigger_events_total{{namespace="billing",result="filtered",trigger="{T}"}} 8.0
 queue_autoscaler_trigger_events_total{{namespace="other",result="delivered",trigger="{T}"}} 99.0
 queue_autoscaler_trigger_events_total{{namespace="billing",result="delivered",trigger="another"}} 7.0
+queue_autoscaler_trigger_events_created{{namespace="billing",result="delivered",trigger="{T}"}} 1.7e9
 """
 
 
