@@ -85,12 +85,16 @@ class Processes:
         raise RuntimeError(f"{name} did not report its {endpoint} port; see {self.run_dir / (name + '.log')}")
 
     async def deciding(self, deployment: str, timeout: float = 60) -> None:
-        """Waits until a controller (the leader) has decided for ``deployment`` once."""
+        """Waits until a controller (the leader) has decided for ``deployment`` with its lag read (a
+        Broker's topic just created is seen at the controller's next recheck of missing topics)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for name, _proc in self.started:
                 if any(
-                    e.get("event") == ControlLog.DECISION_CHANGED and e.get("deployment") == deployment
+                    e.get("event") == ControlLog.DECISION_CHANGED
+                    and e.get("deployment") == deployment
+                    and e.get("kafka_error") is None
+                    and e.get("partitions") is not None
                     for e in self.entries(name)
                 ):
                     return
@@ -288,7 +292,8 @@ async def run(args: argparse.Namespace) -> int:
                 )
             )
             await broker.ready_trigger(demo_eventing.TRIGGER)
-            await processes.deciding(KAFKA_WORKER)  # a leader is elected and sees the targets at 0
+            for name in (KAFKA_WORKER, HTTP_WORKER):
+                await processes.deciding(name)  # a leader is elected and reads both backlogs at 0
             print(f"[demo] broker ingress and dispatcher started; Trigger Ready; posting to {broker.url}")
 
             stop_sampling = asyncio.Event()
