@@ -267,23 +267,26 @@ async def broker_processes(
     *,
     dispatcher_extra: tuple[str, ...] = (),
     partitions: int = PARTITIONS,
+    create_broker: bool = True,
 ) -> AsyncIterator[Broker]:
-    """The Broker in ``namespace``, and an ingress and a dispatcher process for that namespace (their logs
-    in ``tmp_path``); the Broker's topic gets ``partitions`` partitions."""
-    await client.CustomObjectsApi(kube).create_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        namespace,
-        "brokers",
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "Broker",
-            "metadata": {
-                "name": BROKER,
-                "annotations": {"eventing.knative.dev/broker.class": "queue-autoscaler"},
+    """The Broker in ``namespace`` (unless ``create_broker`` is false: the caller applied its own
+    ``default-event-broker``), and an ingress and a dispatcher process for that namespace (their logs in
+    ``tmp_path``); the Broker's topic gets ``partitions`` partitions."""
+    if create_broker:
+        await client.CustomObjectsApi(kube).create_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            "brokers",
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "Broker",
+                "metadata": {
+                    "name": BROKER,
+                    "annotations": {"eventing.knative.dev/broker.class": "queue-autoscaler"},
+                },
             },
-        },
-    )
+        )
     env = {**os.environ, "QUEUE_AUTOSCALER_LOG_FORMAT": "json"}
     common = [
         "--kubeconfig",

@@ -1,8 +1,13 @@
 """An HTTP worker: answers every request with JSON naming the pod, after an optional delay.
 
-``python -m devstack.workers.http_worker --port 8080 [--delay 0.05] [--startup-delay 0]``. GET /healthz is the
-readiness endpoint. POST bodies are echoed back byte-for-byte with the request's CloudEvents headers, so
-tests can check that events arrive unchanged. SIGTERM: finish in-flight requests, then exit.
+``python -m devstack.workers.http_worker --port 8080 [--delay 0.05] [--startup-delay 0] [--record FILE]``.
+GET /healthz is the readiness endpoint. POST bodies are echoed back byte-for-byte with the request's
+CloudEvents headers, so tests can check that events arrive unchanged. ``--record FILE`` appends one JSON line
+per POST, ``{"id", "type", "time", "pod", "at", "ready_at"}`` (the CloudEvents id, type and time attributes,
+this machine's clock when the request arrived and when the worker started listening), so a demo or a
+benchmark can count what the worker received. ``--consume``: POSTs are answered 202 with no body, as an
+event consumer does (a Trigger's subscriber: an echo would be a reply event sent back into the broker).
+SIGTERM: finish in-flight requests, then exit.
 """
 
 from __future__ import annotations
@@ -17,12 +22,34 @@ import time
 from aiohttp import web
 
 READY_AT = "ready_at"
+RECORD = "record"
+CONSUME = "consume"
+
+
+def record(request: web.Request) -> None:
+    """One JSON line about this request, appended to the ``--record`` file (one write: lines from the
+    pods that share the file do not interleave)."""
+    line = {
+        "id": request.headers.get("ce-id"),
+        "type": request.headers.get("ce-type"),
+        "time": request.headers.get("ce-time"),
+        "pod": os.environ.get("POD_NAME", "local"),
+        "at": time.time(),
+        "ready_at": request.app[READY_AT],
+    }
+    with open(request.app[RECORD], "a") as out:
+        out.write(json.dumps(line) + "\n")
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
+    if request.app[RECORD] and request.method == "POST":
+        record(request)
     delay = float(request.app["delay"])
     if delay:
         await asyncio.sleep(delay)
+    if request.method == "POST" and request.app.get(CONSUME):
+        await request.read()
+        return web.Response(status=202)
     if request.method == "POST":
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower().startswith("ce-")}
@@ -50,10 +77,15 @@ async def main() -> None:
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds to wait before answering")
     parser.add_argument("--startup-delay", type=float, default=0.0, help="seconds before listening")
+    parser.add_argument("--record", default="", help="append one JSON line per POST to this file")
+    parser.add_argument("--consume", action="store_true", help="answer POSTs 202 with no body (no echo)")
     args = parser.parse_args()
     await asyncio.sleep(args.startup_delay)
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app["delay"] = args.delay
+    app[RECORD] = args.record
+    app[CONSUME] = args.consume
+    app[READY_AT] = None
     app.router.add_get("/healthz", healthz)
     app.router.add_route("*", "/{tail:.*}", handle)
     runner = web.AppRunner(app, shutdown_timeout=30)

@@ -26,6 +26,7 @@ import pytest
 import yaml
 from kubernetes_asyncio import client
 
+from devstack.eventing_harness import install_crds
 from devstack.kube_rest import MANIFESTS, Obj, Rest, ident, kustomize_build
 from tests.stack import Devstack, eventually
 
@@ -156,6 +157,8 @@ async def test_the_base_and_the_examples_render_with_kustomize_into_namespaced_l
         ("Deployment", "billing", "billing-worker"),
         ("Deployment", "billing", "billing-worker-service"),
         ("Service", "billing", "billing-worker-service"),
+        ("Broker", "billing", "default-event-broker"),
+        ("Trigger", "billing", "billing-process-trigger"),
     }
     annotated = [o for o in examples if o["kind"] == "Deployment"]
     for obj in annotated:
@@ -200,6 +203,8 @@ async def test_every_rendered_object_passes_a_server_side_dry_run_apply_on_the_a
     kustomize: Path, rest: Rest, directory: str
 ) -> None:
     objects = await render(kustomize, MANIFESTS / directory)
+    if any(o["apiVersion"].startswith("eventing.knative.dev/") for o in objects):
+        await install_crds(kustomize, rest)  # the examples' Broker and Trigger: the eventing component's CRDs
     namespaces = [o for o in objects if o["kind"] == "Namespace"]
     others = [o for o in objects if o["kind"] != "Namespace"]
     assert namespaces, "the kustomization should create its namespace"
