@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -59,6 +60,20 @@ class Delivery:
     backoff_delay: float = DEFAULT_BACKOFF_DELAY
     timeout: float = DEFAULT_TIMEOUT
     dead_letter_sink: Destination | None = None
+
+
+def inherited(trigger: object, broker: object) -> object:
+    """A Trigger's ``spec.delivery`` with every field it leaves out taken from its Broker's ``spec.delivery``
+    (Knative's Kafka broker merges the two the same way, the Trigger's fields winning; it takes
+    ``backoffPolicy`` from the Trigger alone, its default when unset, where this takes the Broker's).
+    Anything that is not a mapping is returned as it is, for the Trigger's parser to report."""
+    if not isinstance(broker, Mapping) or not broker:
+        return trigger
+    if trigger is None:
+        return dict(broker)
+    if not isinstance(trigger, Mapping):
+        return trigger
+    return {**broker, **trigger}
 
 
 def parse_duration(text: str) -> float:

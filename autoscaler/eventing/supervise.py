@@ -166,7 +166,7 @@ class Supervisor:
         ):
             return None  # a Trigger of another broker class: not ours to touch
         try:
-            trigger = filters.parse_trigger(dict(resource.manifest))
+            trigger = filters.parse_trigger(self._with_broker_delivery(resource, str(broker_name)))
         except TriggerError as exc:
             conditions = reconcile.with_ready(
                 [reconcile.condition("BrokerReady", False, "InvalidTrigger", str(exc))]
@@ -227,6 +227,20 @@ class Supervisor:
             via=self._via(subscriber.url),
         )
         return trigger, target
+
+    def _with_broker_delivery(self, resource: kube_eventing.Resource, broker_name: str) -> dict[str, Any]:
+        """The Trigger's manifest, its ``spec.delivery`` completed by its Broker's (the Broker's delivery
+        is the default of every Trigger on it)."""
+        manifest = dict(resource.manifest)
+        broker = self._brokers.get(resource.namespace, broker_name)
+        spec = manifest.get("spec")
+        if broker is None or not isinstance(spec, Mapping):
+            return manifest
+        broker_delivery = (broker.manifest.get("spec") or {}).get("delivery")
+        merged = delivery.inherited(spec.get("delivery"), broker_delivery)
+        if merged is not None:
+            manifest["spec"] = {**spec, "delivery": merged}
+        return manifest
 
     def _via(self, url: str) -> str | None:
         host = urllib.parse.urlsplit(url).hostname or ""

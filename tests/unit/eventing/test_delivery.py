@@ -89,3 +89,16 @@ def test_the_committable_offset_never_passes_an_unfinished_record(gaps: list[int
         assert all(o in done for o in offsets if o < committable)
         assert committable == max(offsets) + 1 or committable not in done
     assert progress.committable == max(offsets) + 1
+
+
+def test_a_triggers_delivery_inherits_what_it_leaves_out_from_its_brokers() -> None:
+    broker = {"retry": 5, "backoffPolicy": "linear", "timeout": "PT2S"}
+    assert delivery.inherited(None, broker) == broker
+    assert delivery.inherited({"retry": 1}, broker) == {
+        "retry": 1,
+        "backoffPolicy": "linear",
+        "timeout": "PT2S",
+    }
+    assert delivery.inherited({"retry": 1}, None) == {"retry": 1}
+    assert delivery.inherited(None, {}) is None
+    assert delivery.inherited("not a mapping", broker) == "not a mapping"  # left for the parser to report

@@ -117,3 +117,49 @@ async def test_replicas_that_disagree_write_once_each_and_then_stop_instead_of_f
                 await one.reconcile_once()
     assert writes.count(("brokers", "shop", "default")) == 2
     assert writes.count(("triggers", "shop", "invalid")) == 1
+
+
+class Started(Exception):
+    """Raised by the consumer factory: the Trigger it was asked to start is all a test needs."""
+
+
+async def test_a_trigger_takes_every_delivery_field_it_leaves_out_from_its_broker(
+    store: tuple[Store, list[tuple[str, str, str]]],
+) -> None:
+    objects, _writes = store
+    objects[("brokers", "shop", "default")]["spec"] = {
+        "delivery": {
+            "retry": 4,
+            "backoffPolicy": "linear",
+            "backoffDelay": "PT1S",
+            "deadLetterSink": {"uri": "http://dead-letters.shop.svc.cluster.local/"},
+        }
+    }
+    del objects[("triggers", "shop", "invalid")]
+    objects[("triggers", "shop", "orders")] = {
+        "metadata": {"namespace": "shop", "name": "orders", "uid": "t-2", "generation": 1},
+        "spec": {
+            "broker": "default",
+            "subscriber": {"uri": "http://orders.shop.svc.cluster.local/"},
+            "delivery": {"retry": 1},
+        },
+    }
+    started: list[filters.Trigger] = []
+
+    def consumers(trigger: filters.Trigger) -> dispatcher.Consumer:
+        started.append(trigger)
+        raise Started
+
+    async with aiohttp.ClientSession() as session:
+        one = replica(objects, session, kafka_reachable=True)
+        one._consumers = consumers
+        with pytest.raises(Started):
+            await one.reconcile_once()
+    (trigger,) = started
+    assert trigger.delivery.retry == 1  # the Trigger's own field wins
+    assert trigger.delivery.backoff_policy == "linear"
+    assert trigger.delivery.backoff_delay == 1.0
+    assert trigger.delivery.dead_letter_sink is not None
+    assert trigger.delivery.dead_letter_sink.uri == "http://dead-letters.shop.svc.cluster.local/"
+    status = objects[("triggers", "shop", "orders")]["status"]
+    assert status["deadLetterSinkUri"] == "http://dead-letters.shop.svc.cluster.local/"
