@@ -58,6 +58,8 @@ class Limits:
     read_timeout: float = 300.0
     # Longest pause between two chunks of a request body before the request is answered 408.
     body_idle_timeout: float = 30.0
+    # Kept-alive connections open at once to one endpoint address; more requests wait for one to come free.
+    max_connections_per_endpoint: int = 100
 
 
 def end_to_end(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
@@ -168,12 +170,22 @@ class Relayed:
 def client_session(
     limits: Limits, *, trace_configs: list[aiohttp.TraceConfig] | None = None
 ) -> aiohttp.ClientSession:
-    """The session the Forwarder uses by default: pooled, no cookies, no decompression, no redirects
-    followed, no proxy from the environment, no headers added beyond the client's."""
+    """The session the Forwarder uses by default: HTTP/1.1 keep-alive with at most
+    ``max_connections_per_endpoint`` connections to one endpoint address (no bound over all: the activator's
+    in-flight bound is that), no cookies, no decompression, no redirects followed, no proxy from the
+    environment, no headers added beyond the client's.
+
+    ``connect_timeout`` bounds opening a connection; waiting for a pooled one to come free is bounded by
+    ``read_timeout``, as waiting for an answer is."""
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0, use_dns_cache=False),
+        connector=aiohttp.TCPConnector(
+            limit=0, limit_per_host=limits.max_connections_per_endpoint, use_dns_cache=False
+        ),
         timeout=aiohttp.ClientTimeout(
-            total=None, connect=limits.connect_timeout, sock_read=limits.read_timeout
+            total=None,
+            connect=max(limits.read_timeout, limits.connect_timeout),
+            sock_connect=limits.connect_timeout,
+            sock_read=limits.read_timeout,
         ),
         cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=False,
