@@ -3,6 +3,10 @@
 ``python -m devstack.workers.http_worker --port 8080 [--delay 0.05] [--startup-delay 0]``. GET /healthz is the
 readiness endpoint. POST bodies are echoed back byte-for-byte with the request's CloudEvents headers, so
 tests can check that events arrive unchanged. SIGTERM: finish in-flight requests, then exit.
+
+A pod that fails after its readiness probe passed: ``--exit-after-probes N`` exits (status 1) right after
+answering its N-th GET /healthz, so that it stops listening before the first request reaches it;
+``--exit-on-request`` exits on receiving its first other request, before answering it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,14 @@ from aiohttp import web
 READY_AT = "ready_at"
 
 
+def _exit_now() -> None:
+    print(json.dumps({"event": "exiting", "reason": "told to fail after its probe"}), flush=True)
+    os._exit(1)
+
+
 async def handle(request: web.Request) -> web.StreamResponse:
+    if request.app["exit_on_request"]:
+        _exit_now()
     delay = float(request.app["delay"])
     if delay:
         await asyncio.sleep(delay)
@@ -36,11 +47,20 @@ async def handle(request: web.Request) -> web.StreamResponse:
             "path": request.path_qs,
             "ready_at": request.app[READY_AT],
             "forwarded_for": request.headers.get("X-Forwarded-For"),
+            "probes": len(request.app["probes"]),
         }
     )
 
 
-async def healthz(request: web.Request) -> web.Response:
+async def healthz(request: web.Request) -> web.StreamResponse:
+    probes = request.app["probes"]
+    probes.append(time.time())
+    exit_after = request.app["exit_after_probes"]
+    if exit_after and len(probes) >= exit_after:
+        response = web.Response(text="ok", headers={"Connection": "close"})
+        await response.prepare(request)
+        await response.write_eof()
+        _exit_now()
     return web.Response(text="ok")
 
 
@@ -50,10 +70,19 @@ async def main() -> None:
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds to wait before answering")
     parser.add_argument("--startup-delay", type=float, default=0.0, help="seconds before listening")
+    parser.add_argument(
+        "--exit-after-probes", type=int, default=0, help="exit after answering this many GET /healthz"
+    )
+    parser.add_argument(
+        "--exit-on-request", action="store_true", help="exit on the first request other than GET /healthz"
+    )
     args = parser.parse_args()
     await asyncio.sleep(args.startup_delay)
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app["delay"] = args.delay
+    app["probes"] = []  # when each GET /healthz came
+    app["exit_after_probes"] = args.exit_after_probes
+    app["exit_on_request"] = args.exit_on_request
     app.router.add_get("/healthz", healthz)
     app.router.add_route("*", "/{tail:.*}", handle)
     runner = web.AppRunner(app, shutdown_timeout=30)
