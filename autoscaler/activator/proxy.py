@@ -7,6 +7,7 @@ Only the given endpoint address is ever connected to: the request target is used
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -101,9 +102,16 @@ def upstream_url(address: endpoints.Address, target: str) -> URL:
     """
     if not target.startswith("/"):
         raise ValueError(f"request target {target!r} is not origin-form")
-    authority = URL.build(scheme="http", host=address.ip, port=address.port).raw_authority
     path, _, query = target.partition("?")
-    return URL.build(scheme="http", authority=authority, path=path, query_string=query, encoded=True)
+    return URL.build(
+        scheme="http", authority=_authority(address), path=path, query_string=query, encoded=True
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _authority(address: endpoints.Address) -> str:
+    """``ip:port`` as a URL writes it (IPv6 in brackets), computed once per address."""
+    return URL.build(scheme="http", host=address.ip, port=address.port).raw_authority
 
 
 async def body_chunks(request: web.BaseRequest, *, idle_timeout: float) -> AsyncIterator[bytes]:
