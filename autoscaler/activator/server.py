@@ -241,6 +241,7 @@ class Activator:
         try:
             started = self._clock()
             try:
+                body = await self._forwarder.small_body(request, body)
                 upstream, active = await self._send(request, target, lease, body)
             except proxy.UpstreamTimeout as exc:
                 return self._upstream_failed(target, 504, exc)
@@ -269,7 +270,7 @@ class Activator:
 
     async def _send(
         self, request: web.BaseRequest, target: TargetKey, lease: endpoints.Lease, body: bytes | None
-    ) -> tuple[aiohttp.ClientResponse, endpoints.Lease]:
+    ) -> tuple[proxy.Upstream, endpoints.Lease]:
         """Sends to the leased endpoint; when the connection is refused (nothing was sent: a pod that
         has just started may not listen yet), once more after a short backoff to a freshly picked one."""
         try:

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from autoscaler import cli, errors, settings
-from autoscaler.activator import endpoints, proxy
+from autoscaler.activator import endpoints, pool, proxy
 from tests.unit.activator import helpers
 from tests.unit.activator.conftest import ORDERS, make_stack
 
@@ -94,3 +94,100 @@ def test_the_per_endpoint_bound_defaults_to_100_and_refuses_what_is_not_a_positi
             errors.SettingsError, match=rf"--max-connections-per-endpoint='{bad}': an integer > 0"
         ):
             settings.activator_settings(parse(["activator", "--max-connections-per-endpoint", bad]))
+
+
+@asynccontextmanager
+async def raw_pod(answer: bytes, *, close_after: bool) -> AsyncIterator[tuple[endpoints.Address, list[int]]]:
+    """A pod answering every request it reads with the bytes ``answer``; with ``close_after`` it closes
+    the connection right after each answer (without saying so). Yields its address and, per accepted
+    connection, how many requests it answered on it."""
+    answered: list[int] = []
+    serving: set[asyncio.Task[None]] = set()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        serving.add(task)
+        answered.append(0)
+        index = len(answered) - 1
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(answer)
+                await writer.drain()
+                answered[index] += 1
+                if close_after:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    listening = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield endpoints.Address("127.0.0.1", listening.sockets[0].getsockname()[1]), answered
+    finally:
+        listening.close()
+        for task in serving:
+            task.cancel()
+        await asyncio.gather(*serving, return_exceptions=True)
+        await listening.wait_closed()
+
+
+OK_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+async def test_a_pod_that_closes_each_connection_after_one_answer_still_answers_every_request() -> None:
+    async with make_stack() as stack, raw_pod(OK_ANSWER, close_after=True) as (address, answered):
+        stack.route()
+        stack.activator.endpoints.update(ORDERS, [address])
+        answers = [await stack.send() for _ in range(20)]
+    assert [(a.status, a.body) for a in answers] == [(200, b"ok")] * 20
+    assert answered == [1] * len(answered)
+    assert sum(answered) == 20
+
+
+async def test_a_kept_alive_connection_carries_request_after_request() -> None:
+    async with make_stack() as stack, raw_pod(OK_ANSWER, close_after=False) as (address, answered):
+        stack.route()
+        stack.activator.endpoints.update(ORDERS, [address])
+        answers = [await stack.send() for _ in range(20)]
+    assert [(a.status, a.body) for a in answers] == [(200, b"ok")] * 20
+    assert answered == [20]
+
+
+async def test_informational_answers_before_the_final_one_are_not_relayed_as_the_answer() -> None:
+    early = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n" + OK_ANSWER
+    async with make_stack() as stack, raw_pod(early, close_after=False) as (address, _):
+        stack.route()
+        stack.activator.endpoints.update(ORDERS, [address])
+        answer = await stack.send()
+    assert (answer.status, answer.body) == (200, b"ok")
+
+
+async def test_idle_connections_are_closed_after_the_keepalive_time() -> None:
+    pods = pool.Pool(limit=4, connect_timeout=1.0, wait_timeout=1.0, keepalive=0.05)
+    async with raw_pod(OK_ANSWER, close_after=False) as (address, answered):
+        head = pool.request_head("GET", "/", [("Host", "orders.shop")])
+        answer = await pool.exchange(
+            pods, address=address, method="GET", head=head, body=b"", read_timeout=1.0
+        )
+        assert await answer.content.read() == b"ok"
+        answer.release()
+        assert pods.open_connections(address) == 1
+        await helpers.eventually(lambda: pods.open_connections(address) == 0)
+        pods.close()
+    assert answered == [1]
+
+
+async def test_waiting_for_a_busy_endpoints_connection_is_bounded_by_the_wait_timeout() -> None:
+    pods = pool.Pool(limit=1, connect_timeout=1.0, wait_timeout=0.05)
+    async with raw_pod(OK_ANSWER, close_after=False) as (address, _):
+        held = await pods.acquire(address)
+        with pytest.raises(pool.UpstreamTimeout, match=r"all 1 connections stayed busy for 0.05s"):
+            await pods.acquire(address)
+        pods.release(held, keep=True)
+        again = await pods.acquire(address)
+        assert again is held
+        pods.release(again, keep=False)
+        assert pods.open_connections(address) == 0
+        pods.close()
