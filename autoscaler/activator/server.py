@@ -63,9 +63,7 @@ class Activator:
         self.routes = routing.RouteTable(cluster_domain=cluster_domain, cross_namespace=cross_namespace_hosts)
         self._refused: Mapping[TargetKey, errors.AnnotationProblem] = {}
         self.endpoints = endpoints.Endpoints()
-        self.buffer = buffer.Buffer(
-            endpoints=self.endpoints, max_in_flight=max_in_flight, clock=clock, on_change=self._held_changed
-        )
+        self.buffer = buffer.Buffer(endpoints=self.endpoints, max_in_flight=max_in_flight, clock=clock)
         self.poker = poker
         # Set by the EndpointSlice feed when it probes starting pods; woken by every queued request.
         self.prober: probing.Prober | None = None
@@ -109,7 +107,8 @@ class Activator:
 
     def put_route(self, route: routing.Route) -> None:
         old = self.routes.put(route)
-        self.metrics.track(route.target)
+        target = route.target
+        self.metrics.track(target, held=lambda: self.buffer.held_of(target))
         if old != route:
             _bound(route.target).info(
                 ActivatorLog.ROUTE_UPDATED,
@@ -328,9 +327,6 @@ class Activator:
             self.poker.poke(target)
         if self.prober is not None:
             self.prober.wake(target)
-
-    def _held_changed(self, target: TargetKey, held: TargetConcurrency) -> None:
-        self.metrics.set_held(target, in_flight=held.in_flight, queued=held.queued)
 
     def _stalled(self, target: TargetKey, exc: proxy.BodyStalled) -> web.Response:
         _bound(target).info(ActivatorLog.REQUEST_STALLED, stage="body", error=str(exc))
