@@ -278,7 +278,7 @@ class Activator:
             lease.release()
             _bound(target).info(ActivatorLog.UPSTREAM_RETRIED, error=str(exc))
             await self._retry_sleep(self._retry_backoff)
-            retry = self.endpoints.pick(target)
+            retry = self.endpoints.pick(target, avoid=lease.address)
             if retry is None:
                 raise
         try:
