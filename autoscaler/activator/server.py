@@ -67,6 +67,8 @@ class Activator:
         self.poker = poker
         # Set by the EndpointSlice feed when it probes starting pods; woken by every queued request.
         self.prober: probing.Prober | None = None
+        # Set by the EndpointSlice feed: told of an address that refused a connection.
+        self.on_refused: Callable[[TargetKey, endpoints.Address], None] | None = None
         self._limits = limits = limits or proxy.Limits()
         self.connection_limits = connection_limits or guard.ConnectionLimits()
         self._forwarder = proxy.Forwarder(limits=limits, session=session)
@@ -277,6 +279,8 @@ class Activator:
         except proxy.ConnectFailed as exc:
             lease.release()
             _bound(target).info(ActivatorLog.UPSTREAM_RETRIED, error=str(exc))
+            if self.on_refused is not None:
+                self.on_refused(target, lease.address)
             await self._retry_sleep(self._retry_backoff)
             retry = self.endpoints.pick(target, avoid=lease.address)
             if retry is None:
