@@ -10,8 +10,9 @@ import pytest
 import uvloop
 
 from autoscaler import cli, errors, settings
-from autoscaler.activator import loops
+from autoscaler.activator import guard, loops
 from autoscaler.observability import logging as obs_logging
+from tests.unit.activator.conftest import make_stack
 
 
 async def _kind() -> tuple[str, type[asyncio.AbstractEventLoop]]:
@@ -57,3 +58,25 @@ def test_uvloop_that_cannot_be_imported_stops_the_start_naming_the_flag_and_the_
         loops.run(main, event_loop="uvloop")
     assert inspect.getcoroutinestate(main) == inspect.CORO_CLOSED  # not left to warn "never awaited"
     assert isinstance(loops.EventLoopUnavailable("x"), errors.AutoscalerError)
+
+
+async def _headers_never_end() -> tuple[bytes, bytes]:
+    """(the answer to a second connection past the per-client bound, the answer to headers that never end)"""
+    limits = guard.ConnectionLimits(header_timeout=0.2, max_connections_per_client=1)
+    async with make_stack(connection_limits=limits) as stack:
+        reader, writer = await asyncio.open_connection("127.0.0.1", stack.port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: orders.shop\r\nX-Never-Ends: ")
+        extra_reader, extra_writer = await asyncio.open_connection("127.0.0.1", stack.port)
+        refused = await extra_reader.read(-1)
+        stalled = await reader.read(-1)
+        for opened in (writer, extra_writer):
+            opened.close()
+            await opened.wait_closed()
+        return refused, stalled
+
+
+def test_the_connection_bounds_are_answered_on_uvloop_as_on_asyncio() -> None:
+    for event_loop in loops.EVENT_LOOPS:
+        refused, stalled = loops.run(_headers_never_end(), event_loop=event_loop)
+        assert refused.startswith(b"HTTP/1.1 503 "), (event_loop, refused)
+        assert stalled.startswith(b"HTTP/1.1 408 "), (event_loop, stalled)
