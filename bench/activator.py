@@ -11,6 +11,7 @@ hits all three alike. Figures are the median over rounds. Everything it starts i
 namespace deleted.
 
     python -m bench.activator [--rounds 3] [--requests 5000] [--concurrency 1,32,256] [--processes 2]
+                              [--event-loop uvloop]
 
 Results: bench/results/activator.json and bench/results/activator.md.
 """
@@ -383,7 +384,7 @@ def machine() -> dict[str, Any]:
 
 def versions(**extra: str) -> dict[str, str]:
     found = {"python": platform.python_version()}
-    for package in ("queue-autoscaler", "aiohttp"):
+    for package in ("queue-autoscaler", "aiohttp", "uvloop"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             found[package] = importlib.metadata.version(package)
     return {**found, **extra}
@@ -446,6 +447,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             activator_args=[
                 "--processes",
                 str(args.processes),
+                "--event-loop",
+                args.event_loop,
                 "--max-connections-per-client",
                 str(4 * max(args.concurrency)),
             ],
@@ -488,6 +491,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "worker_delay_s": args.worker_delay,
             "nginx_worker_processes": args.processes,
             "activator_processes": args.processes,
+            "activator_event_loop": args.event_loop,
         },
         "levels": levels,
     }
@@ -515,7 +519,8 @@ def markdown(result: Mapping[str, Any]) -> str:
         + f" concurrent keep-alive connections (aiohttp client), {s['warmup_per_path']} warm-up requests "
         "per path; the paths' order rotates every round",
         f"- worker: one devstack pod running devstack.workers.http_worker (delay {s['worker_delay_s']} s); "
-        f"the activator runs {s['activator_processes']} process(es) (`--processes`), nginx "
+        f"the activator runs {s['activator_processes']} process(es) (`--processes`) on "
+        f"{s.get('activator_event_loop', 'asyncio')} (`--event-loop`), nginx "
         f"{s['nginx_worker_processes']} worker process(es) with a keepalive upstream",
         "- load generator, activator, nginx and the worker pod share this machine's CPUs",
     ]
@@ -592,6 +597,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=os.cpu_count() or 1,
         help="activator processes and nginx worker processes, the same number (default: the CPUs)",
+    )
+    parser.add_argument(
+        "--event-loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="the activator's event loop (its --event-loop; default uvloop)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory (default bench/results)")
     parser.add_argument(

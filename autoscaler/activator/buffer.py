@@ -97,6 +97,11 @@ class Buffer:
             for target, gate in self._gates.items()
         }
 
+    def held_of(self, target: TargetKey) -> tuple[int, int]:
+        """(in flight, queued) requests of ``target`` now."""
+        gate = self._gates.get(target)
+        return (gate.in_flight, gate.queued) if gate is not None else (0, 0)
+
     def take_window(self) -> dict[TargetKey, tuple[int, int]]:
         """(requests started, peak in-flight + queued) per target since the previous call, which it ends."""
         window, self._window = self._window, {}

@@ -149,18 +149,24 @@ class Endpoints:
             return {}
         return {address: slot.outstanding for address, slot in state.slots.items()}
 
-    def pick(self, target: TargetKey, *, cap: int | None = None) -> Lease | None:
+    def pick(
+        self, target: TargetKey, *, cap: int | None = None, avoid: Address | None = None
+    ) -> Lease | None:
         """Leases the ready address with the fewest outstanding requests (ties in turn); None if none.
 
-        With ``cap``, only an address with fewer than ``cap`` outstanding requests is leased.
+        With ``cap``, only an address with fewer than ``cap`` outstanding requests is leased. ``avoid`` (an
+        address that just failed) is leased only when it is the only ready one.
         """
         state = self._targets.get(target)
         if state is None or not state.slots:
             return None
-        fewest = min(slot.outstanding for slot in state.slots.values())
+        slots = list(state.slots.values())
+        if avoid is not None and len(slots) > 1:
+            slots = [slot for slot in slots if slot.address != avoid] or slots
+        fewest = min(slot.outstanding for slot in slots)
         if cap is not None and fewest >= cap:
             return None
-        ties = [slot for slot in state.slots.values() if slot.outstanding == fewest]
+        ties = [slot for slot in slots if slot.outstanding == fewest]
         if len(ties) > 1:
             ties.sort(key=lambda slot: slot.address)
         slot = ties[state.next_tie % len(ties)]

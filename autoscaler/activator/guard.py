@@ -16,7 +16,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from aiohttp import http_exceptions, web, web_protocol
@@ -183,10 +183,12 @@ class GuardedHandler(web_protocol.RequestHandler):
         self._guard.metrics.response(None, status)
         self._answered = True
         self._disarm()
-        if isinstance(transport, asyncio.WriteTransport):
-            transport.write(raw_response(status, reason, text))
-            if transport.can_write_eof():
-                transport.write_eof()
+        # uvloop's transports do not subclass asyncio's transport classes: tell a writable one by its methods.
+        if hasattr(transport, "write"):
+            writable = cast(asyncio.WriteTransport, transport)
+            writable.write(raw_response(status, reason, text))
+            if writable.can_write_eof():
+                writable.write_eof()
         asyncio.get_running_loop().call_later(self._guard.limits.lingering_time, transport.close)
 
 

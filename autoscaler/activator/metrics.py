@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,8 +66,12 @@ class ActivatorMetrics:
         self._targets: dict[TargetKey, _Bound] = {}
         self._unrouted: dict[int, Any] = {}
 
-    def track(self, target: TargetKey) -> None:
-        """Starts recording for a routed target: its series, bound once, so that a request looks none up."""
+    def track(self, target: TargetKey, *, held: Callable[[], tuple[int, int]] | None = None) -> None:
+        """Starts recording for a routed target: its series, bound once, so that a request looks none up.
+
+        ``held`` gives its (in flight, queued) requests, read when the metrics are collected (nothing to
+        write per request); without it the two gauges are set with ``set_held``.
+        """
         if target not in self._targets:
             labels = (target.namespace, target.name)
             bound = _Bound(
@@ -74,8 +79,12 @@ class ActivatorMetrics:
                 in_flight=self.in_flight.labels(*labels),
                 responses={},
             )
-            bound.pending.set(0)
-            bound.in_flight.set(0)
+            if held is None:
+                bound.pending.set(0)
+                bound.in_flight.set(0)
+            else:
+                bound.pending.set_function(lambda: held()[1])
+                bound.in_flight.set_function(lambda: held()[0])
             self._targets[target] = bound
 
     def forget(self, target: TargetKey) -> None:

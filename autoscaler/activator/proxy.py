@@ -7,25 +7,31 @@ Only the given endpoint address is ever connected to: the request target is used
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import hdrs, web
+from aiohttp.streams import StreamReader
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from autoscaler import errors
-from autoscaler.activator import endpoints
+from autoscaler.activator import endpoints, pool
 
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
 )
 _CHUNK = 64 * 1024
 _INLINE_BODY = 512 * 1024
-# Responses up to this declared length are read whole and sent in one write (head and body together).
+# Responses up to this declared length are read whole and sent in one write (head and body together);
+# request bodies up to it are read whole before they are forwarded.
 _WHOLE_BODY = 64 * 1024
+# Methods whose request carries a Content-Length even when the body is empty (as aiohttp's client sends them).
+_BODY_METHODS = frozenset({hdrs.METH_POST, hdrs.METH_PUT, hdrs.METH_PATCH})
 
 
 class BodyTooLarge(errors.ActivatorError):
@@ -36,12 +42,24 @@ class BodyStalled(errors.ActivatorError):
     """The client stopped sending its request body for longer than the body idle timeout."""
 
 
-class ConnectFailed(errors.UpstreamError):
-    """No connection to the endpoint could be made; nothing of the request was sent."""
+ConnectFailed = pool.ConnectFailed
+UpstreamTimeout = pool.UpstreamTimeout
 
 
-class UpstreamTimeout(errors.UpstreamError):
-    """The endpoint did not accept the connection or answer in time."""
+class Upstream(Protocol):
+    """An endpoint's response once its head arrived (aiohttp's ClientResponse, or the pool's Answer)."""
+
+    @property
+    def status(self) -> int: ...
+    @property
+    def reason(self) -> str | None: ...
+    @property
+    def headers(self) -> CIMultiDictProxy[str]: ...
+    @property
+    def content(self) -> StreamReader: ...
+    @property
+    def content_length(self) -> int | None: ...
+    def release(self) -> Any: ...
 
 
 class ResponseTooLarge(errors.UpstreamError):
@@ -58,6 +76,8 @@ class Limits:
     read_timeout: float = 300.0
     # Longest pause between two chunks of a request body before the request is answered 408.
     body_idle_timeout: float = 30.0
+    # Kept-alive connections open at once to one endpoint address; more requests wait for one to come free.
+    max_connections_per_endpoint: int = 100
 
 
 def end_to_end(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
@@ -99,9 +119,16 @@ def upstream_url(address: endpoints.Address, target: str) -> URL:
     """
     if not target.startswith("/"):
         raise ValueError(f"request target {target!r} is not origin-form")
-    authority = URL.build(scheme="http", host=address.ip, port=address.port).raw_authority
     path, _, query = target.partition("?")
-    return URL.build(scheme="http", authority=authority, path=path, query_string=query, encoded=True)
+    return URL.build(
+        scheme="http", authority=_authority(address), path=path, query_string=query, encoded=True
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _authority(address: endpoints.Address) -> str:
+    """``ip:port`` as a URL writes it (IPv6 in brackets), computed once per address."""
+    return URL.build(scheme="http", host=address.ip, port=address.port).raw_authority
 
 
 async def body_chunks(request: web.BaseRequest, *, idle_timeout: float) -> AsyncIterator[bytes]:
@@ -168,12 +195,22 @@ class Relayed:
 def client_session(
     limits: Limits, *, trace_configs: list[aiohttp.TraceConfig] | None = None
 ) -> aiohttp.ClientSession:
-    """The session the Forwarder uses by default: pooled, no cookies, no decompression, no redirects
-    followed, no proxy from the environment, no headers added beyond the client's."""
+    """The session the Forwarder uses by default: HTTP/1.1 keep-alive with at most
+    ``max_connections_per_endpoint`` connections to one endpoint address (no bound over all: the activator's
+    in-flight bound is that), no cookies, no decompression, no redirects followed, no proxy from the
+    environment, no headers added beyond the client's.
+
+    ``connect_timeout`` bounds opening a connection; waiting for a pooled one to come free is bounded by
+    ``read_timeout``, as waiting for an answer is."""
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0, use_dns_cache=False),
+        connector=aiohttp.TCPConnector(
+            limit=0, limit_per_host=limits.max_connections_per_endpoint, use_dns_cache=False
+        ),
         timeout=aiohttp.ClientTimeout(
-            total=None, connect=limits.connect_timeout, sock_read=limits.read_timeout
+            total=None,
+            connect=max(limits.read_timeout, limits.connect_timeout),
+            sock_connect=limits.connect_timeout,
+            sock_read=limits.read_timeout,
         ),
         cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=False,
@@ -185,13 +222,21 @@ def client_session(
 
 
 class Forwarder:
-    """Sends requests to endpoint addresses over one pooled aiohttp client session."""
+    """Sends requests to endpoint addresses: over the activator's own pooled connections (``pool``) when the
+    request body is in memory or absent, which is the common case and the fast path; a body streamed from
+    the client goes through an aiohttp client session (bounded per endpoint too)."""
 
     def __init__(self, *, limits: Limits, session: aiohttp.ClientSession | None = None) -> None:
-        """``session`` (e.g. from ``client_session``) is used as given and left open on ``close``."""
+        """``session`` (e.g. from ``client_session``) is used as given, for every request, and left open
+        on ``close``."""
         self._limits = limits
         self._session = session
         self._owned = session is None
+        self._pool = pool.Pool(
+            limit=limits.max_connections_per_endpoint,
+            connect_timeout=limits.connect_timeout,
+            wait_timeout=max(limits.read_timeout, limits.connect_timeout),
+        )
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -199,19 +244,23 @@ class Forwarder:
         return self._session
 
     async def close(self) -> None:
+        self._pool.close()
         if self._owned and self._session is not None:
             await self._session.close()
             self._session = None
 
     async def send(
         self, *, request: web.BaseRequest, address: endpoints.Address, body: bytes | None
-    ) -> aiohttp.ClientResponse:
+    ) -> Upstream:
         """Sends the request to ``address`` and returns its response once the headers arrived.
 
-        ``body`` is the already-read body, or None to stream it from the client. The caller must
-        ``release()`` the response. Raises ConnectFailed (nothing sent: safe to retry), UpstreamTimeout,
-        BodyTooLarge, BodyStalled (the client paused its body too long), or UpstreamError.
+        ``body`` is the already-read body (see ``small_body``), or None to stream it from the client. The
+        caller must ``release()`` the response. Raises ConnectFailed
+        (nothing sent: safe to retry), UpstreamTimeout, BodyTooLarge, BodyStalled (the client paused its
+        body too long), or UpstreamError.
         """
+        if self._owned and (body is not None or not request.body_exists):
+            return await self._send_pooled(request, address, body)
         streamed: _StreamedBody | None = None
         data: bytes | io.BytesIO | AsyncIterator[bytes] | None = body
         if body is not None and len(body) > _INLINE_BODY:
@@ -245,7 +294,35 @@ class Forwarder:
                 raise BodyTooLarge(f"request body exceeds {self._limits.max_request_body} bytes") from exc
             raise errors.UpstreamError(f"{address} failed: {exc}") from exc
 
-    async def relay(self, *, request: web.BaseRequest, upstream: aiohttp.ClientResponse) -> Relayed:
+    async def small_body(self, request: web.BaseRequest, body: bytes | None) -> bytes | None:
+        """``body``, or the client's body read whole when it declares at most 64 KiB (so that it takes the
+        fast path and can be sent again), or None: to be streamed. Raises BodyTooLarge, BodyStalled."""
+        if body is not None or not self._owned or not request.body_exists:
+            return body
+        declared = request.content_length
+        if declared is None or declared > _WHOLE_BODY:
+            return None
+        limit, idle = self._limits.max_request_body, self._limits.body_idle_timeout
+        return await read_body(request, limit=limit, idle_timeout=idle)
+
+    async def _send_pooled(
+        self, request: web.BaseRequest, address: endpoints.Address, body: bytes | None
+    ) -> pool.Answer:
+        headers = request_headers(request)
+        if body or hdrs.CONTENT_LENGTH in headers or request.method in _BODY_METHODS:
+            headers[hdrs.CONTENT_LENGTH] = str(len(body or b""))
+        headers.setdefault(hdrs.HOST, _authority(address))
+        head = pool.request_head(request.method, request.raw_path, headers.items())
+        return await pool.exchange(
+            self._pool,
+            address=address,
+            method=request.method,
+            head=head,
+            body=body or b"",
+            read_timeout=self._limits.read_timeout,
+        )
+
+    async def relay(self, *, request: web.BaseRequest, upstream: Upstream) -> Relayed:
         """Streams the endpoint's response to the client.
 
         Raises ResponseTooLarge, before anything was sent, when the declared length is over the bound. A
@@ -275,9 +352,7 @@ class Forwarder:
         await response.write_eof()
         return Relayed(response=response, cut=None)
 
-    async def _relay_whole(
-        self, request: web.BaseRequest, upstream: aiohttp.ClientResponse, declared: int
-    ) -> Relayed:
+    async def _relay_whole(self, request: web.BaseRequest, upstream: Upstream, declared: int) -> Relayed:
         """A small response of declared length, read whole first, so that its head and body go to the
         client in one write. A body that fails or comes out short cuts the client connection after the
         head, as when streaming."""

@@ -63,12 +63,12 @@ class Activator:
         self.routes = routing.RouteTable(cluster_domain=cluster_domain, cross_namespace=cross_namespace_hosts)
         self._refused: Mapping[TargetKey, errors.AnnotationProblem] = {}
         self.endpoints = endpoints.Endpoints()
-        self.buffer = buffer.Buffer(
-            endpoints=self.endpoints, max_in_flight=max_in_flight, clock=clock, on_change=self._held_changed
-        )
+        self.buffer = buffer.Buffer(endpoints=self.endpoints, max_in_flight=max_in_flight, clock=clock)
         self.poker = poker
         # Set by the EndpointSlice feed when it probes starting pods; woken by every queued request.
         self.prober: probing.Prober | None = None
+        # Set by the EndpointSlice feed: told of an address that refused a connection.
+        self.on_refused: Callable[[TargetKey, endpoints.Address], None] | None = None
         self._limits = limits = limits or proxy.Limits()
         self.connection_limits = connection_limits or guard.ConnectionLimits()
         self._forwarder = proxy.Forwarder(limits=limits, session=session)
@@ -109,7 +109,8 @@ class Activator:
 
     def put_route(self, route: routing.Route) -> None:
         old = self.routes.put(route)
-        self.metrics.track(route.target)
+        target = route.target
+        self.metrics.track(target, held=lambda: self.buffer.held_of(target))
         if old != route:
             _bound(route.target).info(
                 ActivatorLog.ROUTE_UPDATED,
@@ -241,6 +242,7 @@ class Activator:
         try:
             started = self._clock()
             try:
+                body = await self._forwarder.small_body(request, body)
                 upstream, active = await self._send(request, target, lease, body)
             except proxy.UpstreamTimeout as exc:
                 return self._upstream_failed(target, 504, exc)
@@ -269,7 +271,7 @@ class Activator:
 
     async def _send(
         self, request: web.BaseRequest, target: TargetKey, lease: endpoints.Lease, body: bytes | None
-    ) -> tuple[aiohttp.ClientResponse, endpoints.Lease]:
+    ) -> tuple[proxy.Upstream, endpoints.Lease]:
         """Sends to the leased endpoint; when the connection is refused (nothing was sent: a pod that
         has just started may not listen yet), once more after a short backoff to a freshly picked one."""
         try:
@@ -277,8 +279,10 @@ class Activator:
         except proxy.ConnectFailed as exc:
             lease.release()
             _bound(target).info(ActivatorLog.UPSTREAM_RETRIED, error=str(exc))
+            if self.on_refused is not None:
+                self.on_refused(target, lease.address)
             await self._retry_sleep(self._retry_backoff)
-            retry = self.endpoints.pick(target)
+            retry = self.endpoints.pick(target, avoid=lease.address)
             if retry is None:
                 raise
         try:
@@ -327,9 +331,6 @@ class Activator:
             self.poker.poke(target)
         if self.prober is not None:
             self.prober.wake(target)
-
-    def _held_changed(self, target: TargetKey, held: TargetConcurrency) -> None:
-        self.metrics.set_held(target, in_flight=held.in_flight, queued=held.queued)
 
     def _stalled(self, target: TargetKey, exc: proxy.BodyStalled) -> web.Response:
         _bound(target).info(ActivatorLog.REQUEST_STALLED, stage="body", error=str(exc))

@@ -12,7 +12,7 @@ import prometheus_client
 import structlog
 from aiohttp import hdrs, web
 
-from autoscaler.activator import reporter, server
+from autoscaler.activator import loops, reporter, server
 from autoscaler.observability.log_events import ActivatorLog
 
 log = structlog.get_logger(__name__)
@@ -143,6 +143,7 @@ async def serve(
             ActivatorLog.SERVER_STARTED,
             proxy=[str(s) for s in bound.proxy],
             admin=[str(s) for s in bound.admin],
+            event_loop=loops.running(),
         )
         if on_listening is not None:
             on_listening(bound)

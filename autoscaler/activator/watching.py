@@ -75,7 +75,8 @@ class EndpointRouter:
 
     Targets and EndpointSlices change independently (two watches), so both lead to ``_update``. With
     ``probe_interval``, a target with queued requests also gets the starting pods that passed the activator's
-    own run of their readiness probe (``probing``), until the slices say ready or drop them.
+    own run of their readiness probe (``probing``), until the slices say ready or drop them, or the pod
+    refuses a connection (then it is probed again).
     """
 
     def __init__(
@@ -85,6 +86,7 @@ class EndpointRouter:
         self._services = services
         self._probes: dict[TargetKey, probing.Probe] = {}
         self._probed: dict[TargetKey, set[str]] = {}
+        activator.on_refused = self._refused
         if probe_interval is not None:
             activator.prober = probing.Prober(
                 candidates=self._candidates,
@@ -107,6 +109,19 @@ class EndpointRouter:
         if route is not None:
             self._probed.setdefault(target, set()).add(ip)
             self._update(route)
+
+    def _refused(self, target: TargetKey, address: endpoints.Address) -> None:
+        """A probed address that refuses connections is starting again (its pod died after the probe):
+        it leaves the target's endpoints and is probed again while requests are queued."""
+        probed = self._probed.get(target)
+        route = self._activator.routes.get(target)
+        if probed is None or address.ip not in probed or route is None:
+            return
+        probed.discard(address.ip)
+        log.info(
+            ActivatorLog.PROBE_REVOKED, namespace=target.namespace, deployment=target.name, ip=address.ip
+        )
+        self._update(route)
 
     def deployment_changed(self, key: TargetKey, info: DeploymentView | None) -> None:
         if info is None:

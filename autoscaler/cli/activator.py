@@ -11,7 +11,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from autoscaler import errors, settings
-from autoscaler.activator import guard, processes, proxy, server, serving, watching
+from autoscaler.activator import guard, loops, processes, proxy, server, serving, watching
 from autoscaler.kube import client as kube_client
 from autoscaler.kube import endpointslices, leases, targets
 from autoscaler.observability import http as obs_http
@@ -23,8 +23,9 @@ log = structlog.get_logger("autoscaler")
 
 def run_activator(cfg: settings.ActivatorSettings) -> int:
     obs_logging.configure(log_format=cfg.log_format, level="info")
+    loops.factory(cfg.event_loop)  # an unknown or unavailable loop stops the start, before any process
     if cfg.processes == 1:
-        return asyncio.run(_activator(cfg))
+        return loops.run(_activator(cfg), event_loop=cfg.event_loop)
     try:
         port, held = processes.reserve(cfg.listen_host, cfg.port)
     except OSError as exc:
@@ -51,7 +52,7 @@ def _one_process(cfg: settings.ActivatorSettings, n: int, port: int) -> Callable
 
     def run() -> int:
         try:
-            return asyncio.run(_activator(one))
+            return loops.run(_activator(one), event_loop=one.event_loop)
         except errors.AutoscalerError as exc:  # as the command does for one process: one line, status 1
             print(f"queue-autoscaler activator (process {n}): {exc}", file=sys.stderr)
             return 1
@@ -65,7 +66,11 @@ async def _activator(cfg: settings.ActivatorSettings) -> int:
     activator = server.Activator(
         registry=registry,
         max_in_flight=cfg.max_in_flight,
-        limits=proxy.Limits(max_request_body=cfg.max_body_bytes, body_idle_timeout=cfg.body_idle_timeout),
+        limits=proxy.Limits(
+            max_request_body=cfg.max_body_bytes,
+            body_idle_timeout=cfg.body_idle_timeout,
+            max_connections_per_endpoint=cfg.max_connections_per_endpoint,
+        ),
         connection_limits=guard.ConnectionLimits(
             header_timeout=cfg.header_timeout, max_connections_per_client=cfg.max_connections_per_client
         ),

@@ -44,6 +44,7 @@ class ActivatorLog:
     PORT_UNRESOLVED: Final = "activator.port.unresolved"
     COLD_START_BEGAN: Final = "activator.cold_start.began"
     PROBE_PASSED: Final = "activator.probe.passed"
+    PROBE_REVOKED: Final = "activator.probe.revoked"
     QUEUE_OVERFLOWED: Final = "activator.queue.overflowed"
     IN_FLIGHT_EXCEEDED: Final = "activator.in_flight.exceeded"
     ACTIVATION_TIMED_OUT: Final = "activator.activation.timed_out"

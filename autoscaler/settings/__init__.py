@@ -114,6 +114,8 @@ class ActivatorSettings:
     body_idle_timeout: float = 30.0
     max_connections_per_client: int = 256
     processes: int = 1
+    max_connections_per_endpoint: int = 100
+    event_loop: str = "uvloop"  # checked by activator.loops when the activator starts
     # Set in the processes of a multi-process activator: the proxy port is shared with SO_REUSEPORT.
     reuse_port: bool = False
 
@@ -376,6 +378,16 @@ def add_activator_flags(parser: argparse.ArgumentParser) -> None:
         help="activator processes sharing the proxy port with SO_REUSEPORT (default 1); each runs its own "
         "watches and reports as <identity>-<n>; process n serves metrics and probes on --metrics-port + n",
     )
+    parser.add_argument(
+        "--max-connections-per-endpoint",
+        default=env_default("--max-connections-per-endpoint", "100"),
+        help="kept-alive connections open at once to one pod address, per process (default 100)",
+    )
+    parser.add_argument(
+        "--event-loop",
+        default=env_default("--event-loop", "uvloop"),
+        help="uvloop (default) or asyncio; never replaced silently",
+    )
 
 
 def _boolean(flag: str, text: str | None) -> bool:
@@ -425,6 +437,10 @@ def _activator_settings(args: argparse.Namespace) -> ActivatorSettings:
             "--max-connections-per-client", args.max_connections_per_client
         ),
         processes=_positive_int("--processes", args.processes),
+        max_connections_per_endpoint=_positive_int(
+            "--max-connections-per-endpoint", args.max_connections_per_endpoint
+        ),
+        event_loop=args.event_loop,
     )
 
 

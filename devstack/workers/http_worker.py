@@ -8,6 +8,10 @@ this machine's clock when the request arrived and when the worker started listen
 benchmark can count what the worker received. ``--consume``: POSTs are answered 202 with no body, as an
 event consumer does (a Trigger's subscriber: an echo would be a reply event sent back into the broker).
 SIGTERM: finish in-flight requests, then exit.
+
+A pod that fails after its readiness probe passed: ``--exit-after-probes N`` exits (status 1) right after
+answering its N-th GET /healthz, so that it stops listening before the first request reaches it;
+``--exit-on-request`` exits on receiving its first other request, before answering it.
 """
 
 from __future__ import annotations
@@ -41,7 +45,14 @@ def record(request: web.Request) -> None:
         out.write(json.dumps(line) + "\n")
 
 
+def _exit_now() -> None:
+    print(json.dumps({"event": "exiting", "reason": "told to fail after its probe"}), flush=True)
+    os._exit(1)
+
+
 async def handle(request: web.Request) -> web.StreamResponse:
+    if request.app["exit_on_request"]:
+        _exit_now()
     if request.app[RECORD] and request.method == "POST":
         record(request)
     delay = float(request.app["delay"])
@@ -63,11 +74,20 @@ async def handle(request: web.Request) -> web.StreamResponse:
             "path": request.path_qs,
             "ready_at": request.app[READY_AT],
             "forwarded_for": request.headers.get("X-Forwarded-For"),
+            "probes": len(request.app["probes"]),
         }
     )
 
 
-async def healthz(request: web.Request) -> web.Response:
+async def healthz(request: web.Request) -> web.StreamResponse:
+    probes = request.app["probes"]
+    probes.append(time.time())
+    exit_after = request.app["exit_after_probes"]
+    if exit_after and len(probes) >= exit_after:
+        response = web.Response(text="ok", headers={"Connection": "close"})
+        await response.prepare(request)
+        await response.write_eof()
+        _exit_now()
     return web.Response(text="ok")
 
 
@@ -79,6 +99,12 @@ async def main() -> None:
     parser.add_argument("--startup-delay", type=float, default=0.0, help="seconds before listening")
     parser.add_argument("--record", default="", help="append one JSON line per POST to this file")
     parser.add_argument("--consume", action="store_true", help="answer POSTs 202 with no body (no echo)")
+    parser.add_argument(
+        "--exit-after-probes", type=int, default=0, help="exit after answering this many GET /healthz"
+    )
+    parser.add_argument(
+        "--exit-on-request", action="store_true", help="exit on the first request other than GET /healthz"
+    )
     args = parser.parse_args()
     await asyncio.sleep(args.startup_delay)
     app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -86,6 +112,9 @@ async def main() -> None:
     app[RECORD] = args.record
     app[CONSUME] = args.consume
     app[READY_AT] = None
+    app["probes"] = []  # when each GET /healthz came
+    app["exit_after_probes"] = args.exit_after_probes
+    app["exit_on_request"] = args.exit_on_request
     app.router.add_get("/healthz", healthz)
     app.router.add_route("*", "/{tail:.*}", handle)
     runner = web.AppRunner(app, shutdown_timeout=30)

@@ -136,6 +136,32 @@ async def test_a_refused_connection_is_retried_once_on_a_ready_endpoint(stack: S
     assert b"upstream failed" in failed.body
 
 
+async def test_a_refused_connection_is_retried_on_another_endpoint_even_a_busier_one(stack: Stack) -> None:
+    stack.route()
+    async with helpers.pods(1) as (pod,):
+        refusing = endpoints.Address("127.0.0.1", helpers.closed_port())
+        stack.activator.endpoints.update(ORDERS, [refusing, pod.address])
+        pod.release.clear()
+        # Two requests held by the pod: it has more outstanding than the refusing address from now on.
+        held = [asyncio.create_task(stack.send()) for _ in range(2)]
+        await helpers.eventually(lambda: len(pod.seen) == 2)
+        retried = asyncio.create_task(stack.send())
+        await helpers.eventually(lambda: len(pod.seen) == 3)
+        pod.release.set()
+        answers = [*await asyncio.gather(*held), await retried]
+    assert [answer.status for answer in answers] == [200] * 3
+
+
+async def test_a_retried_request_carries_its_whole_body_to_the_second_endpoint(stack: Stack) -> None:
+    stack.route()
+    async with helpers.pods(1) as (pod,):
+        refusing = endpoints.Address("127.0.0.1", helpers.closed_port())
+        stack.activator.endpoints.update(ORDERS, [refusing, pod.address])
+        answers = [await stack.send(method="POST", data=b"x" * 1000) for _ in range(4)]
+    assert [(answer.status, answer.body) for answer in answers] == [(200, b"pod-0:1000")] * 4
+    assert [len(seen.body) for seen in pod.seen] == [1000] * 4
+
+
 async def test_the_in_flight_bound_refuses_with_503() -> None:
     async with make_stack(max_in_flight=2) as stack, helpers.pods(1) as (pod,):
         stack.route()

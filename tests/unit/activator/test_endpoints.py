@@ -61,6 +61,19 @@ def test_the_address_with_fewest_outstanding_requests_is_picked() -> None:
     assert Counter(lease.address for lease in held if lease is not None) == {A: 1, B: 2}
 
 
+def test_an_address_that_just_failed_is_picked_again_only_when_it_is_the_only_one() -> None:
+    table = endpoints.Endpoints()
+    table.update(T, [A, B])
+    busy = table.pick(T)  # A: 1 outstanding, B: none
+    assert busy is not None
+    picked = [table.pick(T, avoid=B) for _ in range(3)]
+    assert [lease.address for lease in picked if lease is not None] == [A, A, A]
+    table.update(T, [B])
+    alone = table.pick(T, avoid=B)
+    assert alone is not None
+    assert alone.address == B
+
+
 def test_a_removed_address_is_never_picked_again_and_late_releases_are_harmless() -> None:
     table = endpoints.Endpoints()
     table.update(T, [A, B])

@@ -83,8 +83,10 @@ class Guarded:
     outbound: list[URL] = field(default_factory=list)
 
 
-@pytest.fixture
-async def guarded() -> AsyncIterator[Guarded]:
+@pytest.fixture(params=["own-connections", "aiohttp-session"])
+async def guarded(request: pytest.FixtureRequest) -> AsyncIterator[Guarded]:
+    """The activator forwarding over its own pooled connections (the default), or over an aiohttp session
+    whose every outbound request is recorded."""
     outbound: list[URL] = []
 
     async def record(
@@ -96,7 +98,8 @@ async def guarded() -> AsyncIterator[Guarded]:
     trace.on_request_start.append(record)
     limits = proxy.Limits()
     session = proxy.client_session(limits, trace_configs=[trace])
-    activator = server.Activator(registry=CollectorRegistry(), limits=limits, session=session)
+    given = session if request.param == "aiohttp-session" else None
+    activator = server.Activator(registry=CollectorRegistry(), limits=limits, session=given)
     activator.apply_deployment(
         namespace="shop",
         name="orders",

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import pytest
+import structlog
 from prometheus_client import CollectorRegistry
 
 from autoscaler.activator import endpoints, probing, server, watching
 from autoscaler.model import TargetKey
+from autoscaler.observability.log_events import ActivatorLog
 from autoscaler.policy.annotations import PREFIX
 from tests.unit.activator import helpers
 from tests.unit.activator.conftest import make_stack
@@ -184,6 +187,53 @@ async def test_a_probed_address_leaves_when_its_slice_stops_listing_it() -> None
         services.known["shop", "orders"] = Service(frozenset(), {"http": pod.address.port}, frozenset())
         router.service_changed("shop", "orders")
     assert stack.activator.endpoints.ready(ORDERS) == set()
+
+
+async def test_a_probed_pod_that_stops_listening_leaves_the_endpoints_and_is_probed_again() -> None:
+    port = helpers.closed_port()
+    connections: set[asyncio.StreamWriter] = set()
+    handlers: set[asyncio.Task[None]] = set()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.add(asyncio.current_task())  # type: ignore[arg-type]
+        connections.add(writer)
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        writer.close()
+
+    async def stop(pod: asyncio.Server) -> None:
+        """The pod dies: it stops listening and its open connections close."""
+        pod.close()
+        for writer in connections:
+            writer.close()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        await pod.wait_closed()
+
+    async with make_stack() as stack:
+        services = Services(
+            {("shop", "orders"): Service(frozenset(), {"http": port}, frozenset({"127.0.0.1"}))}
+        )
+        router = watching.EndpointRouter(stack.activator, services, probe_interval=0.01)
+        probe = {"tcpSocket": {"port": port}}
+        annotations = {PREFIX + "http-service": "orders", PREFIX + "activation-timeout": "5s"}
+        router.deployment_changed(ORDERS, Deployment(annotations, readiness_probe=probe))
+        first_pod = await asyncio.start_server(answer, "127.0.0.1", port)
+        first = await stack.send()
+        await stop(first_pod)
+        with structlog.testing.capture_logs() as logs:
+            refused = await stack.send()
+        left = stack.activator.endpoints.ready(ORDERS)
+        waiting = asyncio.create_task(stack.send())
+        await helpers.eventually(lambda: stack.activator.buffer.queued(ORDERS) == 1)
+        second_pod = await asyncio.start_server(answer, "127.0.0.1", port)
+        try:
+            second = await waiting
+        finally:
+            await stop(second_pod)
+    assert (first.status, refused.status, second.status) == (200, 502, 200)
+    assert left == set()
+    assert [entry["ip"] for entry in logs if entry["event"] == ActivatorLog.PROBE_REVOKED] == ["127.0.0.1"]
 
 
 async def test_a_probe_that_hangs_on_one_starting_pod_does_not_delay_another_pods_probe() -> None:
