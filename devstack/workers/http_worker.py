@@ -91,6 +91,27 @@ async def healthz(request: web.Request) -> web.StreamResponse:
     return web.Response(text="ok")
 
 
+def build_app(
+    *,
+    delay: float = 0.0,
+    record: str = "",
+    consume: bool = False,
+    exit_after_probes: int = 0,
+    exit_on_request: bool = False,
+) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app["delay"] = delay
+    app[RECORD] = record
+    app[CONSUME] = consume
+    app[READY_AT] = None
+    app["probes"] = []  # when each GET /healthz came
+    app["exit_after_probes"] = exit_after_probes
+    app["exit_on_request"] = exit_on_request
+    app.router.add_get("/healthz", healthz)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=8080)
@@ -107,16 +128,13 @@ async def main() -> None:
     )
     args = parser.parse_args()
     await asyncio.sleep(args.startup_delay)
-    app = web.Application(client_max_size=64 * 1024 * 1024)
-    app["delay"] = args.delay
-    app[RECORD] = args.record
-    app[CONSUME] = args.consume
-    app[READY_AT] = None
-    app["probes"] = []  # when each GET /healthz came
-    app["exit_after_probes"] = args.exit_after_probes
-    app["exit_on_request"] = args.exit_on_request
-    app.router.add_get("/healthz", healthz)
-    app.router.add_route("*", "/{tail:.*}", handle)
+    app = build_app(
+        delay=args.delay,
+        record=args.record,
+        consume=args.consume,
+        exit_after_probes=args.exit_after_probes,
+        exit_on_request=args.exit_on_request,
+    )
     runner = web.AppRunner(app, shutdown_timeout=30)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port, backlog=1024)

@@ -14,12 +14,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKe
 
 
 def worker_app(record: str, *, consume: bool = False) -> web.Application:
-    app = web.Application()
-    app["delay"] = 0.0
-    app[http_worker.RECORD] = record
-    app[http_worker.CONSUME] = consume
+    app = http_worker.build_app(record=record, consume=consume)
     app[http_worker.READY_AT] = 12.5
-    app.router.add_route("*", "/{tail:.*}", http_worker.handle)
     return app
 
 
