@@ -235,6 +235,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "false",
                     "--log-format",
                     "json",
+                    "--report-insecure",  # no activator reports to this controller
                 ],
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
