@@ -2,8 +2,8 @@
 
 ``python -m devstack.workers.kafka_worker --bootstrap B --topic T --group G [--rate 50]``:
 ``--rate`` is records per second for this process (0 = as fast as possible), so tests and the demo
-can watch a backlog drain: each record takes 1/rate seconds, and time spent idle (no records, or waiting
-for the group to assign partitions) is not made up later by a faster burst.
+can watch a backlog drain: each record takes 1/rate seconds and is committed when done, and time spent
+idle (no records, or waiting for the group to assign partitions) is not made up later by a faster burst.
 Every partition assignment and revocation is printed with its wall-clock time (``bench.sim.validate``
 measures the group's rebalance pauses from them).
 SIGTERM: commit what was processed, leave the group, exit.
@@ -43,9 +43,11 @@ class PrintedRebalances(ConsumerRebalanceListener):  # type: ignore[misc]
         self._print("partitions assigned", assigned)
 
 
-async def commit(consumer: AIOKafkaConsumer, pod: str) -> None:
+async def commit(
+    consumer: AIOKafkaConsumer, pod: str, offsets: dict[TopicPartition, int] | None = None
+) -> None:
     try:
-        await consumer.commit()
+        await consumer.commit(offsets)
     except CommitFailedError as exc:
         print(json.dumps({"event": "commit skipped: the group rebalanced", "pod": pod, "error": str(exc)}))
 
@@ -79,14 +81,16 @@ async def main() -> None:
     try:
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=200, max_records=10 if args.rate else 500)
-            for _tp, records in batch.items():
-                for _record in records:
+            for tp, records in batch.items():
+                for record in records:
                     processed += 1
                     if args.rate:
-                        # Pace processing so that the backlog drains at a visible, predictable speed.
+                        # Pace processing so that the backlog drains at a visible, predictable speed,
+                        # and commit each record when it is done, so the lag is exactly what is left.
                         free_at = max(free_at, time.monotonic()) + 1 / args.rate
                         await asyncio.sleep(max(0.0, free_at - time.monotonic()))
-            if batch:
+                        await commit(consumer, pod, {tp: record.offset + 1})
+            if batch and not args.rate:
                 await commit(consumer, pod)
     finally:
         try:
