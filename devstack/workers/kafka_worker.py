@@ -22,7 +22,7 @@ import signal
 import time
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import CommitFailedError, IllegalStateError
 
 
 class PrintedRebalances(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -48,8 +48,37 @@ async def commit(
 ) -> None:
     try:
         await consumer.commit(offsets)
-    except CommitFailedError as exc:
+    except (CommitFailedError, IllegalStateError) as exc:
         print(json.dumps({"event": "commit skipped: the group rebalanced", "pod": pod, "error": str(exc)}))
+
+
+class Committer:
+    """Commits the records processed so far, one commit in flight at a time and the next as soon as it is
+    back, so that the group's lag is what is left within about one commit's round trip, while processing
+    never waits for a commit."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, pod: str) -> None:
+        self._consumer = consumer
+        self._pod = pod
+        self._done: dict[TopicPartition, int] = {}
+        self._changed = asyncio.Event()
+
+    def processed(self, tp: TopicPartition, offset: int) -> None:
+        self._done[tp] = offset + 1
+        self._changed.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            await self.commit()
+
+    async def commit(self) -> None:
+        assigned = self._consumer.assignment()
+        due = {tp: offset for tp, offset in self._done.items() if tp in assigned}
+        self._done = {tp: offset for tp, offset in self._done.items() if tp in assigned}
+        if due:
+            await commit(self._consumer, self._pod, due)
 
 
 async def main() -> None:
@@ -78,6 +107,8 @@ async def main() -> None:
     print(json.dumps({"event": "started", "pod": pod, "topic": args.topic}), flush=True)
     processed = 0
     free_at = time.monotonic()  # when the previous record's processing ends
+    committer = Committer(consumer, pod)
+    committing = asyncio.create_task(committer.run()) if args.rate else None
     try:
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=200, max_records=10 if args.rate else 500)
@@ -86,15 +117,20 @@ async def main() -> None:
                     processed += 1
                     if args.rate:
                         # Pace processing so that the backlog drains at a visible, predictable speed,
-                        # and commit each record when it is done, so the lag is exactly what is left.
+                        # and commit each record once done (in the background): the lag is what is left.
                         free_at = max(free_at, time.monotonic()) + 1 / args.rate
                         await asyncio.sleep(max(0.0, free_at - time.monotonic()))
-                        await commit(consumer, pod, {tp: record.offset + 1})
+                        committer.processed(tp, record.offset)
             if batch and not args.rate:
                 await commit(consumer, pod)
     finally:
         try:
-            await commit(consumer, pod)
+            if committing is not None:
+                committing.cancel()
+                await asyncio.gather(committing, return_exceptions=True)
+                await committer.commit()
+            else:
+                await commit(consumer, pod)
         finally:
             await consumer.stop()
         stopped = {"event": "stopped", "pod": pod, "t": time.time(), "processed": processed}
