@@ -38,7 +38,11 @@ class WorkerModel:
     completions per step; otherwise exactly ``throughput`` per second); pod start delay = ``start_min`` +
     an exponential with mean ``start_extra`` seconds; Kafka partitions; HTTP concurrency and service time;
     ``rebalance_pause``: seconds every consumer stops when the group's membership changes (an eager
-    rebalance: members rejoin on their next heartbeat)."""
+    rebalance: members rejoin on their next heartbeat).
+
+    Replaying a measured run (``bench.sim.validate``): ``start_delays`` are the start delays of its
+    scale-ups in order (the k-th scale-up's pods take the k-th; later ones the model's), and ``stopped`` the
+    (from, to) seconds in which its group consumed nothing (rebalances), replacing ``rebalance_pause``."""
 
     throughput: float = 20.0
     drawn: bool = True
@@ -48,6 +52,8 @@ class WorkerModel:
     concurrency: int = 10
     service_time: float = 0.5
     rebalance_pause: float = 0.0
+    start_delays: tuple[float, ...] = ()
+    stopped: tuple[tuple[float, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.throughput <= 0 or self.partitions < 1 or self.concurrency < 1 or self.service_time <= 0:
@@ -57,6 +63,11 @@ class WorkerModel:
             )
         if self.start_min < 0 or self.start_extra < 0 or self.rebalance_pause < 0:
             raise ValueError("start_min, start_extra and rebalance_pause must be >= 0 seconds")
+        if any(d < 0 for d in self.start_delays) or any(b < a for a, b in self.stopped):
+            raise ValueError("start_delays must be >= 0 and every stopped window (from, to) have from <= to")
+
+    def stopped_at(self, t: float) -> bool:
+        return any(a < t <= b + 1e-9 for a, b in self.stopped)
 
 
 @dataclass(frozen=True)
@@ -176,6 +187,7 @@ def simulate(trace: Trace, model: WorkerModel, policy: Policy, *, seed: int = 1)
     zero_at: float | None = None
     members = 0
     paused_until = -1.0
+    scale_ups = 0
 
     for i, arriving in enumerate(trace.arrivals):
         t = i * dt
@@ -195,7 +207,7 @@ def simulate(trace: Trace, model: WorkerModel, policy: Policy, *, seed: int = 1)
             if consumers != members:
                 members = consumers
                 paused_until = t + model.rebalance_pause if model.rebalance_pause else -1.0
-            if done_t <= paused_until + 1e-9:
+            if model.stopped_at(done_t) if model.stopped else done_t <= paused_until + 1e-9:
                 consumers = 0
             if len(carry) < consumers:
                 carry.extend([0.0] * (consumers - len(carry)))
@@ -234,9 +246,14 @@ def simulate(trace: Trace, model: WorkerModel, policy: Policy, *, seed: int = 1)
         if desired != spec:
             changes.append((done_t, 1 if desired > spec else -1))
             if desired > len(ready_at):
+                replayed = model.start_delays[scale_ups] if scale_ups < len(model.start_delays) else None
+                scale_ups += 1
                 for _ in range(desired - len(ready_at)):
-                    delay = model.start_min + (
-                        float(rng.exponential(model.start_extra)) if model.start_extra else 0.0
+                    delay = (
+                        replayed
+                        if replayed is not None
+                        else model.start_min
+                        + (float(rng.exponential(model.start_extra)) if model.start_extra else 0.0)
                     )
                     ready_at.append(done_t + delay)
             else:

@@ -6,9 +6,13 @@ Creates a namespace and a topic of its own, a Deployment of ``devstack.workers.k
 taking ``--rate`` records/s) at 0 replicas annotated for ``drain-within: 30s``, starts the real controller
 (``queue-autoscaler run``, 1 s tick) for that namespace, replays a spike through ``bench.load`` and samples
 the Deployment and its lag with ``bench.watch`` until it is back at zero. Then it simulates the same trace
-with the same annotations and a worker model of the same rate and partitions, its pod start delay the one
-measured in the run, and writes both to ``bench/results/validation.{json,md}`` (and appends the run to
-``validation.runs.jsonl``).
+with the same annotations and a worker model of the same rate and partitions, twice: once with the worker
+model's rebalance pause (``--rebalance-pause``) and the run's median pod start delay, and once replaying
+what the run measured of its workers — each scale-up's start delay, and the windows in which the consumer
+group consumed nothing (from the first revocation of a rebalance, or a first member's start, until every
+partition was assigned again; the workers print their assignments) — so that what is compared is the
+controller's decisions and the drain they give, not the run's join times. Both go to
+``bench/results/validation.{json,md}`` (every run is appended to ``validation.runs.jsonl``).
 
 Measured on the devstack: replica-seconds = ∫ spec.replicas dt; backlog age of each record = the time the
 consumed count (records sent − lag) reached it − the time it was sent (records sent from the producer's
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import dataclasses
 import itertools
 import json
 import secrets
@@ -27,6 +32,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from kubernetes_asyncio import client
@@ -95,6 +101,50 @@ def quantile(ages: Sequence[tuple[float, int]], q: float) -> float:
         if seen >= q * total:
             return age
     return max(age for age, _ in ages)
+
+
+def worker_events(pod_logs: Path, namespace: str) -> list[dict[str, Any]]:
+    """The timed events the namespace's kafka_worker pods printed (their log files stay after the pods)."""
+    found = []
+    for path in sorted(pod_logs.glob(f"{namespace}_*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if not line.startswith("{"):
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and isinstance(event.get("t"), int | float) and "pod" in event:
+                found.append(event)
+    return sorted(found, key=lambda e: float(e["t"]))
+
+
+def stopped_windows(
+    events: Sequence[dict[str, Any]], *, partitions: int, origin: float
+) -> list[tuple[float, float]]:
+    """(from, to) seconds since ``origin`` (wall clock) in which the group consumed nothing: a rebalance
+    stops every member from its first revocation (or, with no member holding partitions, from the start of
+    the member that joins) until every partition is assigned again."""
+    holding: dict[str, set[int]] = {}
+    opened: float | None = None
+    windows = []
+    for event in events:
+        kind, pod, t = event.get("event"), str(event["pod"]), float(event["t"]) - origin
+        if kind == "starting" and opened is None and not any(holding.values()):
+            opened = t
+        elif kind == "partitions revoked":
+            holding[pod] = set()
+            if opened is None:
+                opened = t
+        elif kind == "stopped":
+            holding.pop(pod, None)
+        elif kind == "partitions assigned":
+            holding[pod] = set(event.get("partitions") or ())
+            covered = set().union(*holding.values())
+            if opened is not None and len(covered) >= partitions:
+                windows.append((round(opened, 3), round(t, 3)))
+                opened = None
+    return windows
 
 
 def start_delays(samples: Sequence[watch.Sample]) -> list[float]:
@@ -185,6 +235,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "false",
                     "--log-format",
                     "json",
+                    "--report-insecure",  # no activator reports to this controller
                 ],
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
@@ -192,6 +243,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
         await asyncio.sleep(3)  # the controller's first watch and tick; a warm-up, not a measurement
         origin = time.monotonic()
+        wall_origin = time.time()
         sent: list[tuple[float, int]] = [(0.0, 0)]
 
         def on_progress(progress: load.Progress, *, final: bool = False) -> None:
@@ -237,6 +289,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     ages = backlog_ages(sent, lag_times)
     delays = start_delays(samples)
     start = statistics.median(delays) if delays else 3.0
+    windows = stopped_windows(
+        worker_events(stack.run / "pods", namespace), partitions=args.partitions, origin=wall_origin
+    )
     trace = traces.from_profile(
         "validation-spike",
         profile,
@@ -251,7 +306,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         partitions=args.partitions,
         rebalance_pause=args.rebalance_pause,
     )
-    predicted = engine.simulate(trace, model, ours.Ours("ours-drain-within", notes), seed=args.seed)
+    replay = dataclasses.replace(model, start_delays=tuple(delays), stopped=tuple(windows))
+    policy = "ours-drain-within"
+    predicted = engine.simulate(trace, replay, ours.Ours(policy, notes), seed=args.seed)
+    modelled = engine.simulate(trace, model, ours.Ours(policy, notes), seed=args.seed)
     real = {
         "replica_seconds": round(replica_seconds(spec_times), 1),
         "backlog_age_p50_s": round(quantile(ages, 0.5), 2),
@@ -267,11 +325,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "rate": args.rate,
             "partitions": args.partitions,
             "measured_start_delay_s": round(start, 2),
+            "measured_start_delays_s": [round(d, 2) for d in delays],
+            "measured_stopped_windows_s": windows,
             "simulated_rebalance_pause_s": args.rebalance_pause,
         },
         "devstack": real,
         "simulator": sim,
         "ratio": {k: _ratio(real[k], sim[k]) for k in ("replica_seconds", "backlog_age_p99_s")},
+        "simulator_modelled": {**modelled.metrics(), "records": modelled.arrived},
+        "ratio_modelled": {
+            k: _ratio(real[k], modelled.metrics()[k]) for k in ("replica_seconds", "backlog_age_p99_s")
+        },
     }
 
 
@@ -282,7 +346,18 @@ def _ratio(real: object, predicted: object) -> float | None:
 
 
 def markdown(result: dict[str, Any], command: str) -> str:
-    real, sim, ratio = result["devstack"], result["simulator"], result["ratio"]
+    real = result["devstack"]
+
+    def row(name: str, m: dict[str, Any]) -> str:
+        return (
+            f"| {name} | {m['replica_seconds']:,} | {m['backlog_age_p50_s']} s | "
+            f"{m['backlog_age_p99_s']} s | {m['max_backlog']:,} |"
+        )
+
+    def ratios(name: str, ratio: dict[str, Any]) -> str:
+        return f"| {name} | {ratio.get('replica_seconds', '—')} | | {ratio.get('backlog_age_p99_s', '—')} | |"
+
+    modelled = result.get("simulator_modelled")
     return "\n".join(
         [
             "# The simulator against the devstack",
@@ -292,12 +367,17 @@ def markdown(result: dict[str, Any], command: str) -> str:
             "",
             "| | replica-seconds | backlog age p50 | p99 | max backlog |",
             "|---|---:|---:|---:|---:|",
-            f"| devstack (real controller, Kafka, workers) | {real['replica_seconds']:,} | "
-            f"{real['backlog_age_p50_s']} s | {real['backlog_age_p99_s']} s | {real['max_backlog']:,} |",
-            f"| simulator | {sim['replica_seconds']:,} | {sim['backlog_age_p50_s']} s | "
-            f"{sim['backlog_age_p99_s']} s | {sim['max_backlog']:,} |",
-            f"| devstack ÷ simulator | {ratio.get('replica_seconds', '—')} | | "
-            f"{ratio.get('backlog_age_p99_s', '—')} | |",
+            row("devstack (real controller, Kafka, workers)", real),
+            row("simulator, replaying the run's start delays and rebalance windows", result["simulator"]),
+            ratios("devstack ÷ simulator (replayed workers)", result["ratio"]),
+            *(
+                [
+                    row("simulator, worker model only (median start delay, fixed pause)", modelled),
+                    ratios("devstack ÷ simulator (worker model)", result["ratio_modelled"]),
+                ]
+                if modelled
+                else []
+            ),
             "",
         ]
     )

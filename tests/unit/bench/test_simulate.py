@@ -224,3 +224,28 @@ def test_a_membership_change_pauses_every_consumer_for_the_rebalance() -> None:
     assert quick.processed == slow.processed == 20
     # The one consumer joins at 1.1 s and then waits out 2 s of rebalance before its first record.
     assert slow.backlog_age_p50_s == pytest.approx(quick.backlog_age_p50_s + 2.0, abs=0.15)
+
+
+def test_a_replayed_run_gives_each_scale_up_its_measured_start_delay_and_stops_in_its_windows() -> None:
+    trace = tiny([20] + [0] * 79)
+    replayed = WorkerModel(
+        throughput=10.0,
+        drawn=False,
+        start_min=1.0,
+        start_extra=0.0,
+        partitions=4,
+        start_delays=(3.0,),
+        stopped=((3.0, 5.0),),
+    )
+    run = engine.simulate(trace, replayed, Fixed(1), seed=1)
+    assert run.processed == 20
+    # Asked for at 0.1 s, ready at 3.1 s (the measured delay, not start_min), stopped until 5 s:
+    # the first record leaves at the end of the step after 5 s, the last 2 s later at 10 records/s.
+    first = engine.simulate(tiny([1] + [0] * 79), replayed, Fixed(1), seed=1)
+    assert first.backlog_age_p50_s == pytest.approx(5.1 - 0.05, abs=0.06)
+    assert run.backlog_age_p99_s == pytest.approx(5.1 + 1.9 - 0.05, abs=0.15)
+
+
+def test_a_stopped_window_that_ends_before_it_starts_is_refused() -> None:
+    with pytest.raises(ValueError, match="stopped window"):
+        WorkerModel(stopped=((5.0, 4.0),))
