@@ -112,14 +112,20 @@ def request_headers(request: web.BaseRequest) -> CIMultiDict[str]:
     return headers
 
 
+def forwarded_target(target: str) -> str:
+    """The origin-form request target as the endpoint receives it: as sent, except that an empty query (a
+    bare '?') is dropped. ValueError for a target that is not origin-form."""
+    if not target.startswith("/"):
+        raise ValueError(f"request target {target!r} is not origin-form")
+    return target[:-1] if target.endswith("?") and target.count("?") == 1 else target
+
+
 def upstream_url(address: endpoints.Address, target: str) -> URL:
     """The endpoint's URL for an origin-form request target: only the address decides where it goes.
 
     The target is kept as sent (no normalization), except that an empty query (a bare '?') is dropped.
     """
-    if not target.startswith("/"):
-        raise ValueError(f"request target {target!r} is not origin-form")
-    path, _, query = target.partition("?")
+    path, _, query = forwarded_target(target).partition("?")
     return URL.build(
         scheme="http", authority=_authority(address), path=path, query_string=query, encoded=True
     )
@@ -312,7 +318,7 @@ class Forwarder:
         if body or hdrs.CONTENT_LENGTH in headers or request.method in _BODY_METHODS:
             headers[hdrs.CONTENT_LENGTH] = str(len(body or b""))
         headers.setdefault(hdrs.HOST, _authority(address))
-        head = pool.request_head(request.method, request.raw_path, headers.items())
+        head = pool.request_head(request.method, forwarded_target(request.raw_path), headers.items())
         return await pool.exchange(
             self._pool,
             address=address,

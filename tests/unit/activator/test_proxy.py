@@ -228,3 +228,12 @@ async def test_redirects_are_relayed_not_followed(stack: Stack) -> None:
         ) as response:
             assert response.status == 302
             assert response.headers["Location"] == "http://evil.example/"
+
+
+def test_both_forwarding_paths_send_the_target_as_sent_but_without_a_bare_question_mark() -> None:
+    assert proxy.forwarded_target("/?") == "/"
+    assert proxy.forwarded_target("/a?b=1") == "/a?b=1"
+    assert proxy.forwarded_target("/a??") == "/a??"
+    assert proxy.forwarded_target("//x/%2F") == "//x/%2F"
+    with pytest.raises(ValueError, match="not origin-form"):
+        proxy.forwarded_target("*")
