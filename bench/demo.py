@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from aiokafka.admin import AIOKafkaAdminClient
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -186,17 +185,7 @@ async def apply(api: client.ApiClient, obj: dict[str, Any]) -> None:
 
 async def fresh_topic(bootstrap: str) -> None:
     """Topic ``billing`` with 6 partitions and no backlog (recreated when it exists)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        if TOPIC in await admin.list_topics():
-            await admin.delete_topics([TOPIC])
-            for _ in range(100):
-                if TOPIC not in await admin.list_topics():
-                    break
-                await asyncio.sleep(0.1)
-    finally:
-        await admin.close()
+    await load.delete_topic(bootstrap, TOPIC)
     for _ in range(50):
         with contextlib.suppress(Exception):
             if await load.ensure_topic(bootstrap, TOPIC, 6):

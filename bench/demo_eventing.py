@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from autoscaler.model import broker_topic, trigger_consumer_group
+from bench import load
 
 BROKER = "default-event-broker"
 TRIGGER = "billing-process-trigger"
@@ -49,19 +49,7 @@ def group_and_topic(namespace: str) -> tuple[str, str]:
 async def fresh_broker_topic(bootstrap: str, namespace: str) -> None:
     """Deletes the Broker's topic of an earlier run (the ingress creates it again): no events of that run
     are left to deliver, and Kafka drops the Trigger group's offsets on it, so its dispatcher starts anew."""
-    topic = broker_topic(namespace, BROKER)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        if topic in await admin.list_topics():
-            await admin.delete_topics([topic])
-            for _ in range(100):
-                if topic not in await admin.list_topics():
-                    return
-                await asyncio.sleep(0.1)
-            raise RuntimeError(f"topic {topic} was not deleted within 10 s")
-    finally:
-        await admin.close()
+    await load.delete_topic(bootstrap, broker_topic(namespace, BROKER))
 
 
 def event_types(count: int) -> Iterator[str]:

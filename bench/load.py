@@ -322,6 +322,24 @@ async def ensure_topic(bootstrap: str, topic: str, partitions: int, *, replicati
     return True
 
 
+async def delete_topic(bootstrap: str, topic: str, *, timeout: float = 10.0) -> None:
+    """Deletes ``topic`` if it exists and returns once Kafka no longer lists it; RuntimeError after
+    ``timeout`` seconds."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        if topic not in await admin.list_topics():
+            return
+        await admin.delete_topics([topic])
+        for _ in range(max(1, round(timeout / 0.1))):
+            if topic not in await admin.list_topics():
+                return
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"topic {topic} was not deleted within {timeout:g} s")
+    finally:
+        await admin.close()
+
+
 async def run_profile(
     profile: Profile,
     *,

@@ -10,7 +10,7 @@ import asyncio
 import itertools
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import aiohttp
 import pytest
@@ -193,23 +193,38 @@ async def test_with_the_dead_letter_sink_down_nothing_is_committed_past_the_even
     assert set(dead_letters.ids()) == {event_id}
 
 
-async def test_a_slow_unordered_trigger_does_not_delay_another_triggers_deliveries(broker: Broker) -> None:
+async def fast_beside_slow(
+    broker: Broker,
+    *,
+    events: int,
+    slow_delay: float,
+    when_ready: Callable[[], Awaitable[None]] | None = None,
+) -> int:
+    """Two Triggers taking every event, one subscriber answering after ``slow_delay`` seconds: posts
+    ``events`` events, waits until the fast Trigger delivered every one, and returns how many the slow
+    subscriber had received by then. ``when_ready`` runs once both Triggers are Ready, before posting."""
     async with subscriber() as slow, subscriber() as fast:
-        slow.delay = 2.0
+        slow.delay = slow_delay
         await broker.trigger("slow", {"subscriber": {"uri": slow.url}})
         await broker.trigger("fast", {"subscriber": {"uri": fast.url}})
         await broker.ready_trigger("slow")
         await broker.ready_trigger("fast")
-        events = [(new_id(), BILLING) for _ in range(300)]
-        await post_all(broker, events)
+        if when_ready is not None:
+            await when_ready()
+        posted = [(new_id(), BILLING) for _ in range(events)]
+        await post_all(broker, posted)
         await eventually(
             lambda: delivered(fast.ids()),
-            lambda ids: ids == {i for i, _ in events},
+            lambda ids: ids == {i for i, _ in posted},
             timeout=60,
             interval=0.1,
             what="the fast Trigger's deliveries",
         )
-        slow_so_far = len(slow.received)
+        return len(slow.received)
+
+
+async def test_a_slow_unordered_trigger_does_not_delay_another_triggers_deliveries(broker: Broker) -> None:
+    slow_so_far = await fast_beside_slow(broker, events=300, slow_delay=2.0)
     # The slow subscriber answers one event per 2 s per connection: it cannot have finished them all.
     assert slow_so_far < 300
     print(f"\nfast Trigger delivered 300 while the slow one had answered {slow_so_far}")

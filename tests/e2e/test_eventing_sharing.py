@@ -24,7 +24,7 @@ from devstack.eventing_harness import (
 )
 from devstack.kube_rest import Rest
 from devstack.processes import Process, parse_metric
-from tests.e2e.test_eventing_delivery import delivered, post_all
+from tests.e2e.test_eventing_delivery import delivered, fast_beside_slow, post_all
 from tests.integration.test_eventing_broker import kustomize, new_id, rest
 from tests.stack import Devstack, eventually
 
@@ -152,24 +152,12 @@ async def test_with_two_dispatchers_a_slow_trigger_does_not_delay_another_trigge
     broker: Broker, second: Process
 ) -> None:
     replicas = (broker.dispatcher, second)
-    async with subscriber() as slow, subscriber() as fast:
-        slow.delay = 5.0
-        await broker.trigger("slow", {"subscriber": {"uri": slow.url}})
-        await broker.trigger("fast", {"subscriber": {"uri": fast.url}})
-        await broker.ready_trigger("slow")
-        await broker.ready_trigger("fast")
+
+    async def both_shared() -> None:
         await shared(broker, replicas, "slow")
         await shared(broker, replicas, "fast")
-        events = [(new_id(), BILLING) for _ in range(600)]
-        await post_all(broker, events)
-        await eventually(
-            lambda: delivered(fast.ids()),
-            lambda ids: ids == {i for i, _ in events},
-            timeout=60,
-            interval=0.1,
-            what="the fast Trigger's deliveries",
-        )
-        slow_so_far = len(slow.received)
+
+    slow_so_far = await fast_beside_slow(broker, events=600, slow_delay=5.0, when_ready=both_shared)
     # 2 replicas x 100 in flight, 5 s each: the slow subscriber cannot have answered all 600 yet.
     assert slow_so_far < 600
     print(f"\nfast Trigger delivered 600 over two dispatchers while the slow one had answered {slow_so_far}")
