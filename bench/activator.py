@@ -5,12 +5,13 @@ On the devstack it creates its own namespace with one HTTP worker pod (min = max
 Service, runs ``queue-autoscaler run`` and ``queue-autoscaler activator --processes N`` as processes, and
 nginx (N worker processes, keepalive upstream) from a configuration it writes into a temporary directory:
 the activator gets as many processes as nginx has workers (``--processes``, default the number of CPUs).
-For each number of connections in ``--concurrency`` an aiohttp client sends ``--requests`` GETs per path
-per round; every round runs the three paths one after the other, in a rotated order, so that machine noise
-hits all three alike. Figures are the median over rounds. Everything it starts is stopped, and the
+For each number of connections in ``--concurrency`` wrk (one thread) holds that many kept-alive
+connections for ``--seconds`` per path per round, each sending its next GET when the last is answered;
+every round runs the three paths one after the other, in a rotated order, so that machine noise hits all
+three alike. Figures are the median over rounds. Everything it starts is stopped, and the
 namespace deleted.
 
-    python -m bench.activator [--rounds 3] [--requests 5000] [--concurrency 1,32,256] [--processes 2]
+    python -m bench.activator [--rounds 3] [--seconds 3] [--concurrency 1,32,256] [--processes 2]
                               [--event-loop uvloop]
 
 Results: bench/results/activator.json and bench/results/activator.md.
@@ -34,14 +35,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from kubernetes_asyncio import client as kube_client
 from kubernetes_asyncio import config as kube_config
 
@@ -249,7 +248,7 @@ def nginx_binary() -> str:
         (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
     )
     if found is None:
-        raise SystemExit("nginx not found: install it (apt-get update && apt-get install -y nginx)")
+        raise SystemExit("nginx not found: install it (devstack/build-tools bench-tools)")
     return found
 
 
@@ -313,25 +312,6 @@ class Target:
     headers: Mapping[str, str]
 
 
-@dataclass(frozen=True)
-class Sample:
-    """One measured batch: latency of each successful request (s), failures, wall time (s)."""
-
-    latencies: list[float]
-    errors: int
-    elapsed: float
-
-    def figures(self) -> dict[str, float | int]:
-        ordered = sorted(self.latencies)
-        return {
-            "p50_ms": round(quantile(ordered, 0.50) * 1000, 3),
-            "p99_ms": round(quantile(ordered, 0.99) * 1000, 3),
-            "rps": round(len(ordered) / self.elapsed, 1),
-            "ok": len(ordered),
-            "errors": self.errors,
-        }
-
-
 def quantile(ordered: Sequence[float], q: float) -> float:
     """Nearest-rank quantile of sorted values (nan when empty)."""
     if not ordered:
@@ -339,34 +319,67 @@ def quantile(ordered: Sequence[float], q: float) -> float:
     return ordered[max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))]
 
 
-async def load(target: Target, *, requests: int, concurrency: int) -> Sample:
-    """``requests`` GETs over ``concurrency`` kept-alive connections, as fast as they are answered."""
-    latencies: list[float] = []
-    errors = 0
-    numbers: Iterator[int] = iter(range(requests))
-    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False) as session:
+# wrk's summary as one JSON line: its latency histogram's percentiles (µs) and its error counts.
+WRK_REPORT = """\
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK-RESULT {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, '
+    .. '"status_errors": %d, "socket_errors": %d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.status, e.connect + e.read + e.write + e.timeout))
+end
+"""
 
-        async def one_connection() -> None:
-            nonlocal errors
-            for _ in numbers:
-                started = time.perf_counter()
-                try:
-                    async with session.get(target.url, headers=dict(target.headers)) as response:
-                        await response.read()
-                        ok = response.status == 200
-                except (aiohttp.ClientError, TimeoutError):
-                    ok = False
-                if ok:
-                    latencies.append(time.perf_counter() - started)
-                else:
-                    errors += 1
 
-        began = time.perf_counter()
-        await asyncio.gather(*(one_connection() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - began
-    return Sample(latencies, errors, elapsed)
+def wrk_binary() -> str:
+    found = shutil.which("wrk")
+    if found is None:
+        raise SystemExit("wrk not found: install it (devstack/build-tools bench-tools)")
+    return found
+
+
+def wrk_version(binary: str) -> str:
+    out = subprocess.run([binary, "-v"], capture_output=True, text=True, check=False)
+    first = (out.stdout or out.stderr).split()
+    return first[1] if len(first) > 1 else "unknown"
+
+
+async def load(target: Target, *, seconds: int, concurrency: int) -> dict[str, float | int]:
+    """wrk (one thread, C) holding ``concurrency`` kept-alive connections for ``seconds``, each sending its
+    next GET as soon as the last is answered: the figures of that batch."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="bench-wrk-") as script:
+        script.write(WRK_REPORT)
+        script.flush()
+        headers = [arg for name, value in target.headers.items() for arg in ("-H", f"{name}: {value}")]
+        proc = await asyncio.create_subprocess_exec(
+            wrk_binary(),
+            "-t1",
+            f"-c{concurrency}",
+            f"-d{seconds}s",
+            "--timeout",
+            "30s",
+            "-s",
+            script.name,
+            *headers,
+            target.url,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+    text = out.decode(errors="replace")
+    line = next((ln for ln in text.splitlines() if ln.startswith("WRK-RESULT ")), None)
+    if proc.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk against {target.url} exited with {proc.returncode}: {text.strip()[-400:]}")
+    found = json.loads(line.removeprefix("WRK-RESULT "))
+    ok = int(found["requests"]) - int(found["status_errors"])
+    return {
+        "p50_ms": round(found["p50_us"] / 1000, 3),
+        "p99_ms": round(found["p99_us"] / 1000, 3),
+        "rps": round(ok / (found["duration_us"] / 1e6), 1),
+        "ok": ok,
+        "errors": int(found["status_errors"]) + int(found["socket_errors"]),
+    }
 
 
 # --- the run ----------------------------------------------------------------------------------------------
@@ -404,7 +417,7 @@ def median_figures(samples: Sequence[Mapping[str, float | int]]) -> dict[str, fl
 
 
 async def measure(
-    targets: Mapping[str, Target], *, rounds: int, requests: int, concurrency: int
+    targets: Mapping[str, Target], *, rounds: int, seconds: int, concurrency: int
 ) -> dict[str, Any]:
     """``rounds`` rounds of the three paths at ``concurrency`` connections: medians, added, every round."""
     measured: list[dict[str, Any]] = []
@@ -412,8 +425,7 @@ async def measure(
         order = PATHS[number % len(PATHS) :] + PATHS[: number % len(PATHS)]
         figures: dict[str, dict[str, float | int]] = {}
         for name in order:
-            sample = await load(targets[name], requests=requests, concurrency=concurrency)
-            figures[name] = sample.figures()
+            figures[name] = await load(targets[name], seconds=seconds, concurrency=concurrency)
             say(f"{concurrency} connections, round {number + 1} {name}: {figures[name]}")
         measured.append({"round": number + 1, "order": list(order), "paths": figures})
     summary = {name: median_figures([r["paths"][name] for r in measured]) for name in PATHS}
@@ -467,13 +479,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "nginx": Target("nginx", f"http://127.0.0.1:{nginx_port}/", {"Host": stack.host}),
                 }
                 for target in targets.values():
-                    warm = await load(target, requests=args.warmup, concurrency=max(args.concurrency))
-                    if warm.errors:
+                    warm = await load(target, seconds=args.warmup, concurrency=max(args.concurrency))
+                    if warm["errors"]:
                         raise SystemExit(
-                            f"{target.name}: {warm.errors} of {args.warmup} warm-up requests failed"
+                            f"{target.name}: {warm['errors']} warm-up requests failed in {args.warmup} s"
                         )
                 levels = [
-                    await measure(targets, rounds=args.rounds, requests=args.requests, concurrency=level)
+                    await measure(targets, rounds=args.rounds, seconds=args.seconds, concurrency=level)
                     for level in args.concurrency
                 ]
             nginx_v = nginx_version(nginx_binary())
@@ -485,9 +497,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "versions": versions(nginx=nginx_v),
         "settings": {
             "rounds": args.rounds,
-            "requests_per_path_per_round": args.requests,
+            "seconds_per_path_per_round": args.seconds,
+            "load_generator": f"wrk {wrk_version(wrk_binary())}, 1 thread",
             "concurrency": list(args.concurrency),
-            "warmup_per_path": args.warmup,
+            "warmup_s_per_path": args.warmup,
             "worker_delay_s": args.worker_delay,
             "nginx_worker_processes": args.processes,
             "activator_processes": args.processes,
@@ -514,10 +527,11 @@ def markdown(result: Mapping[str, Any]) -> str:
     s = result["settings"]
     lines = [
         *header("Activator steady state: added latency and throughput", result),
-        f"- load: {s['rounds']} rounds x {s['requests_per_path_per_round']} GETs per path at each of "
+        f"- load: {s['rounds']} rounds x {s['seconds_per_path_per_round']} s of GETs per path at each of "
         + ", ".join(str(c) for c in s["concurrency"])
-        + f" concurrent keep-alive connections (aiohttp client), {s['warmup_per_path']} warm-up requests "
-        "per path; the paths' order rotates every round",
+        + f" concurrent keep-alive connections ({s['load_generator']}: each connection sends its next "
+        f"request when the last is answered), {s['warmup_s_per_path']} s warm-up per path; the paths' "
+        "order rotates every round",
         f"- worker: one devstack pod running devstack.workers.http_worker (delay {s['worker_delay_s']} s); "
         f"the activator runs {s['activator_processes']} process(es) (`--processes`) on "
         f"{s.get('activator_event_loop', 'asyncio')} (`--event-loop`), nginx "
@@ -580,7 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--rounds", type=int, default=3, help="rounds; each runs every path once (default 3)")
     parser.add_argument(
-        "--requests", type=int, default=5000, help="measured requests per path per round (default 5000)"
+        "--seconds", type=int, default=3, help="seconds of load per path per round (default 3)"
     )
     parser.add_argument(
         "--concurrency",
@@ -588,7 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=(1, 32, 256),
         help="comma list of concurrent connections, each measured in turn (default 1,32,256)",
     )
-    parser.add_argument("--warmup", type=int, default=500, help="warm-up requests per path (default 500)")
+    parser.add_argument("--warmup", type=int, default=1, help="seconds of warm-up per path (default 1)")
     parser.add_argument(
         "--worker-delay", type=float, default=0.0, help="seconds the worker waits per request (default 0)"
     )
@@ -613,8 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if min(args.rounds, args.requests, *args.concurrency, args.warmup, args.processes) < 1:
-        raise SystemExit("--rounds, --requests, --concurrency, --warmup and --processes must be >= 1")
+    if min(args.rounds, args.seconds, args.warmup, *args.concurrency, args.processes) < 1:
+        raise SystemExit("--rounds, --seconds, --warmup, --concurrency and --processes must be >= 1")
     result = asyncio.run(run(args))
     text = markdown(result)
     write_results("activator", result, text, args.out)

@@ -11,7 +11,12 @@ with no pod left, sends one GET through the activator, and measures on this mach
 - added cold start: first response minus ``ready_at``, the time the activator's path adds after the pod
   could answer (readiness probe period, pod status, EndpointSlice, watch, forward).
 
-    python -m bench.cold_start [--runs 10]
+Then ``--bursts`` times, from zero again: ``--burst`` concurrent GETs, each keeping its pod busy 1 s
+(``concurrency-per-replica`` 10, ``max-replicas`` 5), and which pod answered how many, and when each pod
+started listening and gave its first answer: whether the queued burst spreads over the pods as they turn
+ready or lands on the first one.
+
+    python -m bench.cold_start [--runs 10] [--bursts 3] [--burst 50]
 
 Results: median and p90 to bench/results/cold_start.json and bench/results/cold_start.md.
 """
@@ -35,6 +40,13 @@ from autoscaler.observability.log_events import ActivatorLog, ControlLog
 from bench import activator as bench
 from devstack.harness import eventually
 
+ANNOTATIONS = {
+    "scale-to-zero-after": "2s",
+    "scale-down-window": "1s",
+    "concurrency-per-replica": "10",
+    "max-replicas": "5",
+}
+BURST_DELAY = 1.0
 METRICS = {
     "patch_ms": "request -> scale patch",
     "listening_ms": "request -> worker listening (ready_at)",
@@ -112,6 +124,47 @@ async def one_run(stack: bench.WorkerStack, session: aiohttp.ClientSession, numb
     return row
 
 
+async def one_burst(
+    stack: bench.WorkerStack, session: aiohttp.ClientSession, number: int, *, size: int
+) -> dict[str, Any]:
+    """``size`` concurrent GETs at zero: per pod, how many it answered, when it started listening and when
+    it gave its first answer (ms after the burst was sent)."""
+
+    async def send(index: int) -> tuple[float, dict[str, Any]]:
+        async with session.get(
+            f"http://127.0.0.1:{stack.proxy_port}/burst/{number}/{index}?delay={BURST_DELAY}",
+            headers={"Host": stack.host},
+        ) as response:
+            body = await response.read()
+            if response.status != 200:
+                raise SystemExit(f"burst {number}: request {index}: status {response.status}: {body[:300]!r}")
+            return time.time(), json.loads(body)
+
+    sent_at = time.time()
+    answers = await asyncio.gather(*(send(index) for index in range(size)))
+    pods: dict[str, dict[str, Any]] = {}
+    for answered_at, body in sorted(answers, key=lambda a: a[0]):
+        pod = pods.setdefault(
+            body["pod"],
+            {
+                "answers": 0,
+                "listening_ms": round((float(body["ready_at"]) - sent_at) * 1000),
+                # The worker answers after BURST_DELAY: its first answer left the activator that much earlier.
+                "first_forwarded_ms": round((answered_at - BURST_DELAY - sent_at) * 1000),
+            },
+        )
+        pod["answers"] += 1
+    ordered = sorted(pods.values(), key=lambda p: int(p["listening_ms"]))
+    entry = {
+        "burst": number,
+        "answered": len(answers),
+        "pods": ordered,
+        "last_answer_ms": round((max(a[0] for a in answers) - sent_at) * 1000),
+    }
+    bench.say(f"burst {number}: {entry}")
+    return entry
+
+
 def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
     summary = {}
     for key in METRICS:
@@ -130,7 +183,7 @@ async def measure(args: argparse.Namespace, probe_period: int) -> dict[str, Any]
         async with bench.worker_stack(
             workdir=logs,
             replicas=0,
-            annotations={"scale-to-zero-after": "2s", "scale-down-window": "1s"},
+            annotations=ANNOTATIONS,
             probe_period=probe_period,
         ) as stack:
             timeout = aiohttp.ClientTimeout(total=120)
@@ -139,8 +192,17 @@ async def measure(args: argparse.Namespace, probe_period: int) -> dict[str, Any]
                 for number in range(1, args.runs + 1):
                     await at_zero(stack)
                     rows.append(await one_run(stack, session, number))
+                bursts = []
+                for number in range(1, args.bursts + 1):
+                    await at_zero(stack)
+                    bursts.append(await one_burst(stack, session, number, size=args.burst))
             await at_zero(stack)
-    return {"readiness_probe_period_s": probe_period, "summary": summarize(rows), "runs": rows}
+    return {
+        "readiness_probe_period_s": probe_period,
+        "summary": summarize(rows),
+        "runs": rows,
+        "bursts": bursts,
+    }
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -153,7 +215,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "versions": bench.versions(),
         "settings": {
             "runs": args.runs,
-            "annotations": {"scale-to-zero-after": "2s", "scale-down-window": "1s"},
+            "annotations": ANNOTATIONS,
+            "bursts": args.bursts,
+            "burst_size": args.burst,
+            "burst_request_delay_s": BURST_DELAY,
             "readiness_probe_periods_s": args.probe_periods,
             "controller_interval_s": 1.0,
             "activator_report_interval_s": 1.0,
@@ -194,6 +259,23 @@ def markdown(result: Mapping[str, Any]) -> str:
                 f"| {row['run']} | {row['patch_ms']:.0f} | {row['listening_ms']:.0f} | "
                 f"{row['first_response_ms']:.0f} | {row['added_ms']:.0f} |"
             )
+        if period["bursts"]:
+            lines += [
+                "",
+                f"Bursts of {s['burst_size']} concurrent requests at zero (each keeps its pod busy "
+                f"{s['burst_request_delay_s']:g} s), per pod in the order they started listening: "
+                "answers (listening at ms → first request forwarded at ms, from the burst's send time):",
+                "",
+                "| burst | pods | answers per pod (listening → first forwarded, ms) | last answer ms |",
+                "|---:|---:|---|---:|",
+            ]
+            for burst in period["bursts"]:
+                per_pod = ", ".join(
+                    f"{p['answers']} ({p['listening_ms']} → {p['first_forwarded_ms']})" for p in burst["pods"]
+                )
+                lines.append(
+                    f"| {burst['burst']} | {len(burst['pods'])} | {per_pod} | {burst['last_answer_ms']} |"
+                )
     return "\n".join(lines) + "\n"
 
 
@@ -204,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
         "request -> scale patch, -> worker listening, -> first response, and the added cold-start time.",
     )
     parser.add_argument("--runs", type=int, default=10, help="cold starts per probe period (default 10)")
+    parser.add_argument("--bursts", type=int, default=3, help="bursts at zero per probe period (default 3)")
+    parser.add_argument("--burst", type=int, default=50, help="concurrent requests per burst (default 50)")
     parser.add_argument(
         "--probe-periods",
         type=lambda text: [int(item) for item in text.split(",")],
@@ -221,8 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.runs < 1:
-        raise SystemExit("--runs must be >= 1")
+    if args.runs < 1 or args.burst < 1 or args.bursts < 0:
+        raise SystemExit("--runs and --burst must be >= 1, --bursts >= 0")
     result = asyncio.run(run(args))
     text = markdown(result)
     bench.write_results("cold_start", result, text, args.out)

@@ -10,6 +10,7 @@ ready, at most ``max_addresses`` per round, one round every ``interval`` seconds
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -128,7 +129,8 @@ class Prober:
 
     async def _run(self, target: TargetKey) -> None:
         """Every ``interval``: a probe to each listed not-ready address that has none in flight (a probe that
-        hangs until its timeout never delays the others), at most ``max_addresses`` in flight."""
+        hangs until its timeout never delays the others), at most ``max_addresses`` in flight. A probe that
+        passes is acted on the moment it answers, not at the next round."""
         in_flight: dict[str, asyncio.Task[bool]] = {}
         try:
             while self._queued(target) > 0:
@@ -136,28 +138,30 @@ class Prober:
                 if found is None:
                     return
                 probe, addresses = found
-                passed: set[str] = set()
                 for ip, task in list(in_flight.items()):
                     if task.done():
                         del in_flight[ip]
-                        if not task.cancelled() and task.result() and ip in addresses:
-                            log.info(
-                                ActivatorLog.PROBE_PASSED,
-                                namespace=target.namespace,
-                                deployment=target.name,
-                                ip=ip,
-                            )
-                            self._passed(target, ip)
-                            passed.add(ip)
-                for ip in sorted(set(addresses) - in_flight.keys() - passed):
+                for ip in sorted(set(addresses) - in_flight.keys()):
                     if len(in_flight) >= self._max_addresses:
                         break
-                    in_flight[ip] = asyncio.create_task(self._probe(probe, ip))
+                    task = in_flight[ip] = asyncio.create_task(self._probe(probe, ip))
+                    task.add_done_callback(functools.partial(self._settled, target, ip))
                 await self._sleep(self._interval)
         finally:
             for task in in_flight.values():
                 task.cancel()
             await asyncio.gather(*in_flight.values(), return_exceptions=True)
+
+    def _settled(self, target: TargetKey, ip: str, task: asyncio.Task[bool]) -> None:
+        """A probe of ``ip`` ended: when it passed and the slices still list ``ip`` as not ready, the address
+        takes requests now."""
+        if task.cancelled() or not task.result():
+            return
+        found = self._candidates(target)
+        if found is None or ip not in found[1]:
+            return
+        log.info(ActivatorLog.PROBE_PASSED, namespace=target.namespace, deployment=target.name, ip=ip)
+        self._passed(target, ip)
 
     async def _probe(self, probe: Probe, ip: str) -> bool:
         self.probes_sent += 1

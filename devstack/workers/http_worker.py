@@ -55,7 +55,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
         _exit_now()
     if request.app[RECORD] and request.method == "POST":
         record(request)
-    delay = float(request.app["delay"])
+    # ``?delay=<seconds>`` overrides --delay for one request (a burst that keeps the pods busy).
+    delay = float(request.query.get("delay", request.app["delay"]))
     if delay:
         await asyncio.sleep(delay)
     if request.method == "POST" and request.app.get(CONSUME):

@@ -137,6 +137,21 @@ async def test_a_starting_pod_whose_probe_passes_gets_the_queued_request_before_
     assert stack.activator.endpoints.ready(ORDERS) == {pod.address}
 
 
+async def test_a_passing_probe_is_acted_on_when_it_answers_not_at_the_next_probe_round() -> None:
+    async with helpers.pods(1) as (pod,), make_stack() as stack:
+        services = Services(
+            {("shop", "orders"): Service(frozenset(), {"http": pod.address.port}, frozenset({"127.0.0.1"}))}
+        )
+        # One round an hour: the answer can only come from the probe's own completion.
+        router = watching.EndpointRouter(stack.activator, services, probe_interval=3600)
+        probe = {"httpGet": {"path": "/healthz", "port": pod.address.port}}
+        notes = {PREFIX + "http-service": "orders", PREFIX + "activation-timeout": "5s"}
+        router.deployment_changed(ORDERS, Deployment(notes, readiness_probe=probe))
+        answer = await stack.send(path="/work")
+    assert answer.status == 200
+    assert [seen.raw_path for seen in pod.seen] == ["/healthz", "/work"]
+
+
 async def test_no_probe_is_sent_without_a_queued_request_nor_for_exec_probes_nor_to_unlisted_addresses() -> (
     None
 ):
