@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
-from aiohttp import hdrs, web
+from aiohttp import hdrs
 from aiohttp.streams import StreamReader
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from autoscaler import errors
-from autoscaler.activator import endpoints, pool
+from autoscaler.activator import endpoints, http1, pool
 
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
@@ -94,7 +94,7 @@ def end_to_end(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict
     return kept
 
 
-def request_headers(request: web.BaseRequest) -> CIMultiDict[str]:
+def request_headers(request: http1.Request) -> CIMultiDict[str]:
     """What the endpoint receives: the client's end-to-end headers plus X-Forwarded-For/Proto/Host.
 
     Expect is dropped too: the activator itself answered ``100 Continue``.
@@ -137,7 +137,7 @@ def _authority(address: endpoints.Address) -> str:
     return URL.build(scheme="http", host=address.ip, port=address.port).raw_authority
 
 
-async def body_chunks(request: web.BaseRequest, *, idle_timeout: float) -> AsyncIterator[bytes]:
+async def body_chunks(request: http1.Request, *, idle_timeout: float) -> AsyncIterator[bytes]:
     """The request body as it arrives; BodyStalled when no byte comes for ``idle_timeout`` seconds."""
     while True:
         try:
@@ -150,7 +150,7 @@ async def body_chunks(request: web.BaseRequest, *, idle_timeout: float) -> Async
         yield chunk
 
 
-async def read_body(request: web.BaseRequest, *, limit: int, idle_timeout: float) -> bytes:
+async def read_body(request: http1.Request, *, limit: int, idle_timeout: float) -> bytes:
     """The whole request body; BodyTooLarge past ``limit`` bytes, BodyStalled on a pause."""
     chunks: list[bytes] = []
     size = 0
@@ -165,7 +165,7 @@ async def read_body(request: web.BaseRequest, *, limit: int, idle_timeout: float
 class _StreamedBody:
     """Streams the request body to the endpoint, counting bytes, refusing to go past the limit."""
 
-    def __init__(self, request: web.BaseRequest, limit: int, idle_timeout: float) -> None:
+    def __init__(self, request: http1.Request, limit: int, idle_timeout: float) -> None:
         self._request = request
         self._limit = limit
         self._idle_timeout = idle_timeout
@@ -192,9 +192,11 @@ class _StreamedBody:
 
 @dataclass(frozen=True, slots=True)
 class Relayed:
-    """A response relayed to the client; ``cut`` says why it was cut short, None when it is whole."""
+    """A response relayed to the client (``answer``: a whole Reply still to be written, or STREAMED, written);
+    ``cut`` says why it was cut short, None when it is whole."""
 
-    response: web.StreamResponse
+    answer: http1.Answer
+    status: int
     cut: str | None
 
 
@@ -256,7 +258,7 @@ class Forwarder:
             self._session = None
 
     async def send(
-        self, *, request: web.BaseRequest, address: endpoints.Address, body: bytes | None
+        self, *, request: http1.Request, address: endpoints.Address, body: bytes | None
     ) -> Upstream:
         """Sends the request to ``address`` and returns its response once the headers arrived.
 
@@ -300,7 +302,7 @@ class Forwarder:
                 raise BodyTooLarge(f"request body exceeds {self._limits.max_request_body} bytes") from exc
             raise errors.UpstreamError(f"{address} failed: {exc}") from exc
 
-    async def small_body(self, request: web.BaseRequest, body: bytes | None) -> bytes | None:
+    async def small_body(self, request: http1.Request, body: bytes | None) -> bytes | None:
         """``body``, or the client's body read whole when it declares at most 64 KiB (so that it takes the
         fast path and can be sent again), or None: to be streamed. Raises BodyTooLarge, BodyStalled."""
         if body is not None or not self._owned or not request.body_exists:
@@ -312,7 +314,7 @@ class Forwarder:
         return await read_body(request, limit=limit, idle_timeout=idle)
 
     async def _send_pooled(
-        self, request: web.BaseRequest, address: endpoints.Address, body: bytes | None
+        self, request: http1.Request, address: endpoints.Address, body: bytes | None
     ) -> pool.Answer:
         headers = request_headers(request)
         if body or hdrs.CONTENT_LENGTH in headers or request.method in _BODY_METHODS:
@@ -328,7 +330,7 @@ class Forwarder:
             read_timeout=self._limits.read_timeout,
         )
 
-    async def relay(self, *, request: web.BaseRequest, upstream: Upstream) -> Relayed:
+    async def relay(self, *, request: http1.Request, upstream: Upstream) -> Relayed:
         """Streams the endpoint's response to the client.
 
         Raises ResponseTooLarge, before anything was sent, when the declared length is over the bound. A
@@ -341,48 +343,42 @@ class Forwarder:
             raise ResponseTooLarge(f"response of {declared} bytes exceeds {limit} bytes")
         if declared is not None and declared <= _WHOLE_BODY and _has_body(request, upstream.status):
             return await self._relay_whole(request, upstream, declared)
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-        response.headers.extend(end_to_end(upstream.headers))
-        await response.prepare(request)
+        status = upstream.status
+        await request.start(status, upstream.reason, _response_headers(upstream), length=declared)
         size = 0
         try:
             async for chunk in upstream.content.iter_chunked(_CHUNK):
                 size += len(chunk)
                 if size > limit:
-                    _cut(request)
-                    return Relayed(response=response, cut=f"response body exceeds {limit} bytes")
-                await response.write(chunk)
+                    request.abort()
+                    return Relayed(http1.STREAMED, status, cut=f"response body exceeds {limit} bytes")
+                await request.write(chunk)
         except (TimeoutError, aiohttp.ClientError) as exc:
-            _cut(request)
-            return Relayed(response=response, cut=f"response body failed: {exc!r}")
-        await response.write_eof()
-        return Relayed(response=response, cut=None)
+            request.abort()
+            return Relayed(http1.STREAMED, status, cut=f"response body failed: {exc!r}")
+        await request.finish()
+        return Relayed(http1.STREAMED, status, cut=None)
 
-    async def _relay_whole(self, request: web.BaseRequest, upstream: Upstream, declared: int) -> Relayed:
+    async def _relay_whole(self, request: http1.Request, upstream: Upstream, declared: int) -> Relayed:
         """A small response of declared length, read whole first, so that its head and body go to the
         client in one write. A body that fails or comes out short cuts the client connection after the
         head, as when streaming."""
+        status = upstream.status
         try:
             body = await upstream.content.readexactly(declared)
         except (TimeoutError, aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            response.headers.extend(end_to_end(upstream.headers))
-            await response.prepare(request)
-            _cut(request)
-            return Relayed(response=response, cut=f"response body failed: {exc!r}")
-        whole = web.Response(
-            status=upstream.status, reason=upstream.reason, body=body, headers=end_to_end(upstream.headers)
-        )
-        return Relayed(response=whole, cut=None)
+            await request.start(status, upstream.reason, _response_headers(upstream), length=declared)
+            request.abort()
+            return Relayed(http1.STREAMED, status, cut=f"response body failed: {exc!r}")
+        whole = http1.Reply(status, body, _response_headers(upstream), reason=upstream.reason)
+        return Relayed(whole, status, cut=None)
 
 
-def _has_body(request: web.BaseRequest, status: int) -> bool:
+def _response_headers(upstream: Upstream) -> list[tuple[str, str]]:
+    """The endpoint's headers the client receives: the end-to-end ones (the framing is the activator's)."""
+    return list(end_to_end(upstream.headers).items())
+
+
+def _has_body(request: http1.Request, status: int) -> bool:
     """Whether a response of ``status`` to ``request`` carries the body its Content-Length declares."""
     return request.method != hdrs.METH_HEAD and status >= 200 and status not in (204, 304)
-
-
-def _cut(request: web.BaseRequest) -> None:
-    """Closes the client connection mid-response, so a partial body is never taken for a whole one."""
-    transport = request.transport
-    if transport is not None:
-        transport.close()

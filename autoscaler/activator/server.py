@@ -13,11 +13,21 @@ from typing import Any
 
 import aiohttp
 import structlog
-from aiohttp import hdrs, web
+from aiohttp import hdrs
 from prometheus_client import CollectorRegistry
 
 from autoscaler import errors
-from autoscaler.activator import buffer, cloudevents, endpoints, guard, probing, proxy, reporter, routing
+from autoscaler.activator import (
+    buffer,
+    cloudevents,
+    endpoints,
+    guard,
+    http1,
+    probing,
+    proxy,
+    reporter,
+    routing,
+)
 from autoscaler.activator import metrics as activator_metrics
 from autoscaler.model import TargetConcurrency, TargetKey
 from autoscaler.observability.log_events import ActivatorLog
@@ -165,7 +175,7 @@ class Activator:
 
     # -- the request path -------------------------------------------------------------------------
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def handle(self, request: http1.Request) -> http1.Answer:
         """Answers one request exactly once: forwarded to a ready endpoint, or refused with a reason."""
         try:
             return await self._handle(request)
@@ -174,7 +184,7 @@ class Activator:
             log.exception(ActivatorLog.REQUEST_FAILED)
             return self.reply(None, 500, "internal error in the activator", close=True)
 
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _handle(self, request: http1.Request) -> http1.Answer:
         if self._draining:
             return self.reply(None, 503, "the activator is shutting down", retry_after=True, close=True)
         host = request.headers.get(hdrs.HOST)
@@ -199,8 +209,8 @@ class Activator:
             return self.reply(target, 503, f"the activator is overloaded: {exc}", retry_after=True)
 
     async def _held(
-        self, request: web.BaseRequest, route: routing.Route, ticket: buffer.Ticket
-    ) -> web.StreamResponse:
+        self, request: http1.Request, route: routing.Route, ticket: buffer.Ticket
+    ) -> http1.Answer:
         target = route.target
         body: bytes | None = None
         if route.cloudevents.enabled:
@@ -235,8 +245,8 @@ class Activator:
         return await self._forward(request, route, grant.lease, body)
 
     async def _forward(
-        self, request: web.BaseRequest, route: routing.Route, lease: endpoints.Lease, body: bytes | None
-    ) -> web.StreamResponse:
+        self, request: http1.Request, route: routing.Route, lease: endpoints.Lease, body: bytes | None
+    ) -> http1.Answer:
         target = route.target
         active = lease
         try:
@@ -259,18 +269,16 @@ class Activator:
                 return self._upstream_failed(target, 502, exc)
             finally:
                 upstream.release()
-            self.metrics.response(target, relayed.response.status)
+            self.metrics.response(target, relayed.status)
             if relayed.cut is not None:
-                _bound(target).warning(
-                    ActivatorLog.RESPONSE_CUT, status=relayed.response.status, reason=relayed.cut
-                )
-            return relayed.response
+                _bound(target).warning(ActivatorLog.RESPONSE_CUT, status=relayed.status, reason=relayed.cut)
+            return relayed.answer
         finally:
             lease.release()
             active.release()
 
     async def _send(
-        self, request: web.BaseRequest, target: TargetKey, lease: endpoints.Lease, body: bytes | None
+        self, request: http1.Request, target: TargetKey, lease: endpoints.Lease, body: bytes | None
     ) -> tuple[proxy.Upstream, endpoints.Lease]:
         """Sends to the leased endpoint; when the connection is refused (nothing was sent: a pod that
         has just started may not listen yet), once more after a short backoff to a freshly picked one."""
@@ -332,7 +340,7 @@ class Activator:
         if self.prober is not None:
             self.prober.wake(target)
 
-    def _stalled(self, target: TargetKey, exc: proxy.BodyStalled) -> web.Response:
+    def _stalled(self, target: TargetKey, exc: proxy.BodyStalled) -> http1.Reply:
         _bound(target).info(ActivatorLog.REQUEST_STALLED, stage="body", error=str(exc))
         self.buffer.withdraw(target)
         return self.reply(target, 408, f"request not received in time: {exc}", close=True)
@@ -340,7 +348,7 @@ class Activator:
     def _too_large(self) -> str:
         return f"request body larger than {self._limits.max_request_body} bytes"
 
-    def _upstream_failed(self, target: TargetKey, status: int, exc: Exception) -> web.Response:
+    def _upstream_failed(self, target: TargetKey, status: int, exc: Exception) -> http1.Reply:
         _bound(target).warning(ActivatorLog.UPSTREAM_FAILED, status=status, error=str(exc))
         return self.reply(target, status, f"upstream failed: {exc}")
 
@@ -352,21 +360,17 @@ class Activator:
         *,
         retry_after: bool = False,
         close: bool = False,
-    ) -> web.Response:
-        response = web.Response(status=status, text=reason + "\n")
-        if retry_after:
-            response.headers[hdrs.RETRY_AFTER] = str(RETRY_AFTER_SECONDS)
-        if close:
-            response.force_close()
+    ) -> http1.Reply:
+        headers = ((hdrs.RETRY_AFTER, str(RETRY_AFTER_SECONDS)),) if retry_after else ()
         self.metrics.response(target, status)
-        return response
+        return http1.text_reply(status, reason, headers=headers, close=close)
 
 
-def build_server(activator: Activator) -> guard.GuardedServer:
+def build_server(activator: Activator) -> http1.Server:
     """The proxy: every Host and origin-form path goes to ``activator.handle``, within the connection
-    bounds of ``activator.connection_limits``. Serve it with ``web.ServerRunner``."""
+    bounds of ``activator.connection_limits``. Serve it with ``loop.create_server``."""
 
-    async def origin_form_only(request: web.BaseRequest) -> web.StreamResponse:
+    async def origin_form_only(request: http1.Request) -> http1.Answer:
         if request.method == hdrs.METH_CONNECT or not request.raw_path.startswith("/"):
             return activator.reply(
                 None,
@@ -377,12 +381,10 @@ def build_server(activator: Activator) -> guard.GuardedServer:
             )
         return await activator.handle(request)
 
-    watchman = guard.Guard(limits=activator.connection_limits, metrics=activator.metrics)
     # Request bodies are forwarded as received, compressed or not; a client that goes away stops holding
-    # its place in the queue.
-    return guard.GuardedServer(
-        origin_form_only, guard=watchman, auto_decompress=False, handler_cancellation=True
-    )
+    # its place in the queue (its handler is cancelled).
+    watchman = guard.Guard(limits=activator.connection_limits, metrics=activator.metrics)
+    return http1.Server(origin_form_only, guard=watchman)
 
 
 def _bound(target: TargetKey) -> Any:

@@ -126,11 +126,12 @@ async def serve(
         activator.poker = pusher
         report_task = asyncio.create_task(pusher.run(), name="activator-reporter")
     runners: list[web.BaseRunner] = []
+    proxy = server.build_server(activator)
+    listener: asyncio.Server | None = None
     try:
-        proxy_runner = web.ServerRunner(server.build_server(activator), shutdown_timeout=shutdown_timeout)
-        runners.append(proxy_runner)
-        await proxy_runner.setup()
-        await web.TCPSite(proxy_runner, host, port, reuse_port=reuse_port or None).start()
+        listener = await asyncio.get_running_loop().create_server(
+            proxy, host, port, reuse_port=reuse_port or None, backlog=1024
+        )
         admin: tuple[Socket, ...] = ()
         if admin_port is not None:
             admin_runner = web.AppRunner(build_admin_app(activator), shutdown_timeout=shutdown_timeout)
@@ -138,7 +139,7 @@ async def serve(
             await admin_runner.setup()
             await web.TCPSite(admin_runner, admin_host, admin_port).start()
             admin = _sockets(admin_runner.addresses)
-        bound = Listening(proxy=_sockets(proxy_runner.addresses), admin=admin)
+        bound = Listening(proxy=_sockets(sock.getsockname() for sock in listener.sockets), admin=admin)
         log.info(
             ActivatorLog.SERVER_STARTED,
             proxy=[str(s) for s in bound.proxy],
@@ -156,4 +157,8 @@ async def serve(
             activator.poker = None
         for runner in reversed(runners):
             await runner.cleanup()
+        if listener is not None:
+            listener.close()
+            await proxy.shutdown(shutdown_timeout)
+            await listener.wait_closed()
         await activator.close()

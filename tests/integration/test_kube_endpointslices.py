@@ -125,7 +125,7 @@ async def test_the_first_pod_after_zero_gets_the_held_request_on_its_port_though
     async with (
         running(slice_watch.run()),
         running(deployment_watch.run()),
-        helpers.serving(server.build_server(activator)) as port,
+        helpers.proxy_serving(server.build_server(activator)) as port,
         aiohttp.ClientSession() as session,
     ):
         await asyncio.wait_for(asyncio.gather(slice_watch.synced.wait(), deployment_watch.synced.wait()), 10)

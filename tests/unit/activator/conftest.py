@@ -85,7 +85,7 @@ async def make_stack(**options: Any) -> AsyncIterator[Stack]:
     activator = server.Activator(registry=registry, poker=pokes, **options)
     try:
         async with (
-            helpers.serving(server.build_server(activator)) as port,
+            helpers.proxy_serving(server.build_server(activator)) as port,
             aiohttp.ClientSession(auto_decompress=False) as client,
         ):
             yield Stack(activator=activator, registry=registry, pokes=pokes, port=port, client=client)

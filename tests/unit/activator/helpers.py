@@ -11,8 +11,21 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from multidict import CIMultiDict
 
-from autoscaler.activator import endpoints
+from autoscaler.activator import endpoints, http1
 from devstack.loopback import running
+
+
+@asynccontextmanager
+async def proxy_serving(server: http1.Server) -> AsyncIterator[int]:
+    """Serves the activator's proxy (``server.build_server(...)``) on 127.0.0.1; yields the port."""
+    listener = await asyncio.get_running_loop().create_server(server, "127.0.0.1", 0)
+    try:
+        port: int = listener.sockets[0].getsockname()[1]
+        yield port
+    finally:
+        listener.close()
+        await server.shutdown(2.0)
+        await listener.wait_closed()
 
 
 @asynccontextmanager

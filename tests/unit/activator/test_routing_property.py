@@ -124,7 +124,7 @@ async def guarded(request: pytest.FixtureRequest) -> AsyncIterator[Guarded]:
     try:
         async with (
             helpers.pods(2) as (pod, decoy),
-            helpers.serving(server.build_server(activator)) as port,
+            helpers.proxy_serving(server.build_server(activator)) as port,
         ):
             activator.endpoints.update(ORDERS, [pod.address])
             activator.endpoints.update(EVENTS, [pod.address])
