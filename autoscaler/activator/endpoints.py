@@ -160,6 +160,9 @@ class Endpoints:
         state = self._targets.get(target)
         if state is None or not state.slots:
             return None
+        if len(state.slots) == 1 and avoid is None:
+            (only,) = state.slots.values()
+            return None if cap is not None and only.outstanding >= cap else Lease(only)
         slots = list(state.slots.values())
         if avoid is not None and len(slots) > 1:
             slots = [slot for slot in slots if slot.address != avoid] or slots

@@ -30,7 +30,7 @@ import email.utils
 import functools
 import http
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, cast
 
@@ -72,6 +72,8 @@ class Reply:
     headers: Sequence[tuple[str, str]] = ()
     reason: str | None = None
     close: bool = False
+    # Header lines already rendered (each ending CRLF; no framing headers), written after ``headers``.
+    block: bytes = b""
 
 
 class _Streamed:
@@ -86,6 +88,16 @@ Answer = Reply | _Streamed
 Handler = Callable[["Request"], Awaitable[Answer]]
 
 
+_NONE_LISTED: Final[frozenset[bytes]] = frozenset()
+
+
+def listed_tokens(values: Sequence[bytes]) -> frozenset[bytes]:
+    """The lower-cased names that Connection field values list."""
+    if not values:
+        return _NONE_LISTED
+    return frozenset(token.strip().lower() for value in values for token in value.split(b","))
+
+
 def text_reply(
     status: int, text: str, *, headers: Sequence[tuple[str, str]] = (), close: bool = False
 ) -> Reply:
@@ -94,18 +106,26 @@ def text_reply(
 
 
 class Body:
-    """A request body as it arrives: ``read`` returns the next bytes, ``b""`` at its end."""
+    """A body as it arrives (a request's from the client, a response's from an endpoint): ``read`` returns
+    the next bytes, ``b""`` at its end. ``throttle(reason, paused)`` is told to stop and resume reading the
+    socket while more than ``_BODY_HIGH`` bytes wait unread; ``on_first_read`` runs before the first read."""
 
-    __slots__ = ("_chunks", "_connection", "_continue", "_eof", "_error", "_size", "_waiter")
+    __slots__ = ("_chunks", "_eof", "_error", "_on_first_read", "_size", "_throttle", "_waiter")
 
-    def __init__(self, connection: Connection | None, *, expects_continue: bool = False) -> None:
-        self._connection = connection
+    def __init__(
+        self,
+        throttle: Callable[[str, bool], None] | None = None,
+        *,
+        on_first_read: Callable[[], None] | None = None,
+        eof: bool = False,
+    ) -> None:
+        self._throttle = throttle
         self._chunks: collections.deque[bytes] = collections.deque()
         self._size = 0
-        self._eof = connection is None
+        self._eof = eof
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self._continue = expects_continue
+        self._on_first_read = on_first_read
 
     def is_eof(self) -> bool:
         """Whether the whole body arrived (it may still wait unread)."""
@@ -115,23 +135,24 @@ class Body:
         self._chunks.append(data)
         self._size += len(data)
         self._wake()
-        if self._size > _BODY_HIGH and self._connection is not None:
-            self._connection.throttle("body", True)
+        if self._size > _BODY_HIGH and self._throttle is not None:
+            self._throttle("body", True)
 
     def feed_eof(self) -> None:
         self._eof = True
         self._wake()
 
     def fail(self, error: BaseException) -> None:
-        self._error = error
-        self._wake()
+        """Reads from now on raise ``error`` (once what arrived before it was read)."""
+        if not self._eof:
+            self._error = error
+            self._wake()
 
     async def read(self, limit: int = -1) -> bytes:
         """Up to ``limit`` bytes (all that arrived when -1), waiting for some; ``b""`` at the end."""
-        if self._continue:
-            self._continue = False
-            if self._connection is not None:
-                self._connection.write(_CONTINUE)
+        if self._on_first_read is not None:
+            first, self._on_first_read = self._on_first_read, None
+            first()
         while not self._chunks:
             if self._error is not None:
                 raise self._error
@@ -143,7 +164,7 @@ class Body:
             finally:
                 self._waiter = None
         if limit < 0 or limit >= self._size:
-            data = b"".join(self._chunks)
+            data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
             self._chunks.clear()
         else:
             parts: list[bytes] = []
@@ -157,9 +178,26 @@ class Body:
                 wanted -= len(chunk)
             data = b"".join(parts)
         self._size -= len(data)
-        if self._size < _BODY_LOW and self._connection is not None:
-            self._connection.throttle("body", False)
+        if self._size < _BODY_LOW and self._throttle is not None:
+            self._throttle("body", False)
         return data
+
+    async def readexactly(self, n: int) -> bytes:
+        """Exactly ``n`` bytes; asyncio.IncompleteReadError when the body ends before."""
+        parts: list[bytes] = []
+        got = 0
+        while got < n:
+            chunk = await self.read(n - got)
+            if not chunk:
+                raise asyncio.IncompleteReadError(b"".join(parts), n)
+            parts.append(chunk)
+            got += len(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def iter_chunked(self, size: int) -> AsyncIterator[bytes]:
+        """The rest of the body, in pieces of at most ``size`` bytes."""
+        while chunk := await self.read(size):
+            yield chunk
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -167,14 +205,20 @@ class Body:
 
 
 class Request:
-    """One parsed request: its line, headers (names and values as sent, decoded as Latin-1) and body."""
+    """One parsed request: its line, its header fields as sent (``raw_headers``; ``headers`` decodes them as
+    Latin-1 on first use) and its body."""
 
     __slots__ = (
         "_connection",
+        "_headers",
+        "chunked",
+        "connection_listed",
         "content",
-        "headers",
+        "content_length",
+        "host",
         "keep_alive",
         "method",
+        "raw_headers",
         "raw_path",
         "remote",
         "started",
@@ -189,7 +233,11 @@ class Request:
         method: str,
         raw_path: str,
         version: str,
-        headers: CIMultiDictProxy[str],
+        raw_headers: list[tuple[bytes, bytes]],
+        host: str | None,
+        content_length: int | None,
+        chunked: bool,
+        connection_listed: frozenset[bytes],
         keep_alive: bool,
         content: Body,
     ) -> None:
@@ -197,24 +245,32 @@ class Request:
         self.method = method
         self.raw_path = raw_path
         self.version = version
-        self.headers = headers
+        self.raw_headers = raw_headers
+        self._headers: CIMultiDictProxy[str] | None = None
+        self.host = host
+        self.content_length = content_length
+        self.chunked = chunked
+        # The lower-cased field names the Connection fields list (hop-by-hop for this connection only).
+        self.connection_listed = connection_listed
         self.keep_alive = keep_alive
         self.content = content
         self.remote: str | None = connection.client
         self.started = False
 
     @property
-    def content_length(self) -> int | None:
-        value = self.headers.get("Content-Length")
-        return int(value) if value is not None and value.isdigit() else None
+    def headers(self) -> CIMultiDictProxy[str]:
+        if self._headers is None:
+            self._headers = CIMultiDictProxy(
+                CIMultiDict(
+                    (name.decode("latin-1"), value.decode("latin-1")) for name, value in self.raw_headers
+                )
+            )
+        return self._headers
 
     @property
     def body_exists(self) -> bool:
         """Whether the request frames a body (a Content-Length over 0, or chunked)."""
-        if "Transfer-Encoding" in self.headers:
-            return True
-        length = self.content_length
-        return length is not None and length > 0
+        return self.chunked or (self.content_length is not None and self.content_length > 0)
 
     # -- writing an answer piece by piece (the handler then returns STREAMED) ----------------------
 
@@ -290,15 +346,24 @@ class Connection(asyncio.Protocol):
         self._paused: set[str] = set()
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
-        self._pending: collections.deque[Request] = collections.deque()
+        # Parsed requests waiting their turn; a Reply: the refusal of what could not be parsed after them.
+        self._pending: collections.deque[Request | Reply] = collections.deque()
         self._task: asyncio.Task[None] | None = None
         self._current: Request | None = None  # the request being answered
+        self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_kind = ""
+        self._deadline = 0.0
         # The request being parsed.
         self._in_head = False
         self._url = bytearray()
-        self._headers: list[tuple[str, str]] = []
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._host: bytes | None = None
+        self._hosts = 0
+        self._length: bytes | None = None
+        self._chunked = False
+        self._expects = False
+        self._connection_values: list[bytes] = []
         self._head_size = 0
         self._parsing: Request | None = None
         self._stream_chunked = False
@@ -323,7 +388,7 @@ class Connection(asyncio.Protocol):
         self._arm("header", self._limits.header_timeout)
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self._disarm()
+        self._cancel_timer()
         self._server.closed(self)
         if self._admitted:
             self._server.guard.leave(self.client or "")
@@ -331,8 +396,9 @@ class Connection(asyncio.Protocol):
         gone = ClientGone("the client closed the connection")
         if self._parsing is not None:
             self._parsing.content.fail(gone)
-        for request in self._pending:
-            request.content.fail(gone)
+        for waiting in self._pending:
+            if isinstance(waiting, Request):
+                waiting.content.fail(gone)
         self._pending.clear()
         if self._task is not None and not self._task.done():
             self._task.cancel()
@@ -383,6 +449,10 @@ class Connection(asyncio.Protocol):
         self._in_head = True
         self._url.clear()
         self._headers = []
+        self._host = self._length = None
+        self._hosts = 0
+        self._chunked = self._expects = False
+        self._connection_values = []
         self._head_size = 0
 
     def on_url(self, url: bytes) -> None:
@@ -395,24 +465,41 @@ class Connection(asyncio.Protocol):
             raise TooLarge("header field")
         if len(self._headers) >= self._limits.max_headers:
             raise TooLarge("header fields")
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        self._headers.append((name, value))
+        # The fields the activator itself reads, picked up here so that the rest need not be decoded.
+        lowered = name.lower()
+        if lowered == b"host":
+            self._host = value
+            self._hosts += 1
+        elif lowered == b"content-length":
+            self._length = value
+        elif lowered == b"transfer-encoding":
+            self._chunked = True
+        elif lowered == b"expect":
+            self._expects = value.lower() == b"100-continue"
+        elif lowered == b"connection":
+            self._connection_values.append(value)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._disarm()
         parser = self._parser
-        headers = CIMultiDictProxy(CIMultiDict(self._headers))
-        if len(headers.getall("Host", ())) > 1:
+        if self._hosts > 1:
             raise Malformed("more than one Host header")
-        expects = headers.get("Expect", "").lower() == "100-continue"
+        length = self._length
+        content = Body(self.throttle, on_first_read=self._send_continue if self._expects else None)
         request = Request(
             self,
             method=parser.get_method().decode("latin-1"),
             raw_path=self._url.decode("latin-1"),
             version=parser.get_http_version(),
-            headers=headers,
+            raw_headers=self._headers,
+            host=None if self._host is None else self._host.decode("latin-1"),
+            content_length=int(length) if length is not None and length.isdigit() else None,
+            chunked=self._chunked,
+            connection_listed=listed_tokens(self._connection_values),
             keep_alive=parser.should_keep_alive(),
-            content=Body(self, expects_continue=expects),
+            content=content,
         )
         self._parsing = request
         self._pending.append(request)
@@ -442,9 +529,14 @@ class Connection(asyncio.Protocol):
             if self._parsing is None and not self._in_head and not self._closing:
                 self._arm("keepalive", self._limits.keepalive_timeout)
             return
-        request = self._current = self._pending.popleft()
+        waiting = self._pending.popleft()
+        if isinstance(waiting, Reply):
+            self._task = self._current = None
+            self._answer_raw(waiting)
+            return
+        request = self._current = waiting
         self._disarm_keepalive()
-        self._task = asyncio.get_running_loop().create_task(self._answer(request))
+        self._task = self._loop.create_task(self._answer(request))
 
     async def _answer(self, request: Request) -> None:
         try:
@@ -465,10 +557,11 @@ class Connection(asyncio.Protocol):
             self._write_reply(request, answer)
         if self._closing or self._transport is None or self._transport.is_closing():
             return
-        closes = isinstance(answer, Reply) and answer.close
-        if closes or not request.keep_alive or not request.content.is_eof():
+        if not request.keep_alive:  # the answer said Connection: close
             self._close_after_answer(lingering=not request.content.is_eof())
             return
+        # A body that came whole but was left unread is dropped; the socket is read again for what follows.
+        self.throttle("body", False)
         self._next()
 
     def _write_reply(self, request: Request, reply: Reply) -> None:
@@ -480,16 +573,19 @@ class Connection(asyncio.Protocol):
                 continue
             dated = dated or lowered == "date"
             head.append(f"{name}: {value}")
-        if not dated:
+        if not dated and not reply.block:
             head.append(f"Date: {_date()}")
-        head.append(f"Content-Length: {len(reply.body)}")
-        if reply.close or not request.keep_alive:
+        if _may_have_body(reply.status):
+            head.append(f"Content-Length: {len(reply.body)}")
+        # A body still arriving when the answer is given is not read on: the connection ends after it.
+        if reply.close or not request.keep_alive or not request.content.is_eof():
+            request.keep_alive = False
             head.append("Connection: close")
-        head.append("\r\n")
-        data = "\r\n".join(head).encode("latin-1")
+        head.append("")
+        parts = ["\r\n".join(head).encode("latin-1"), reply.block, b"\r\n"]
         if request.method != "HEAD" and _may_have_body(reply.status):
-            data += reply.body
-        self.write(data)
+            parts.append(reply.body)
+        self.write(b"".join(parts))
 
     def start_answer(
         self,
@@ -512,7 +608,8 @@ class Connection(asyncio.Protocol):
             self._stream_chunked = True
         elif self._stream_body:
             request.keep_alive = False  # HTTP/1.0: the body ends when the connection does
-        if not request.keep_alive:
+        if not request.keep_alive or not request.content.is_eof():
+            request.keep_alive = False
             head.append("Connection: close")
         head.append("\r\n")
         self.write("\r\n".join(head).encode("latin-1"))
@@ -528,6 +625,10 @@ class Connection(asyncio.Protocol):
     def finish_answer(self) -> None:
         if self._stream_body and self._stream_chunked:
             self.write(b"0\r\n\r\n")
+
+    def _send_continue(self) -> None:
+        if self._current is None or not self._current.started:  # never inside an answer already begun
+            self.write(_CONTINUE)
 
     def write(self, data: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
@@ -572,10 +673,12 @@ class Connection(asyncio.Protocol):
     # -- closing and refusing ------------------------------------------------------------------------
 
     def _stop_reading_requests(self) -> None:
-        """No request after the ones already parsed is read: the connection closes after their answers."""
+        """No request after the ones already parsed is read: the connection closes after the last one's
+        answer (the ones before it are answered as they asked)."""
         self._answered_all = True
-        for request in (*self._pending, *((self._current,) if self._current is not None else ())):
-            request.keep_alive = False
+        last = self._pending[-1] if self._pending else self._current
+        if isinstance(last, Request):
+            last.keep_alive = False
 
     def _close_after_answer(self, *, lingering: bool) -> None:
         self._closing = True
@@ -594,7 +697,7 @@ class Connection(asyncio.Protocol):
         asyncio.get_running_loop().call_later(self._limits.lingering_time, transport.close)
 
     def _refuse(self, status: int, text: str) -> None:
-        """Answers a request that cannot be parsed (after the answers due before it) and closes."""
+        """Answers a request that cannot be parsed, after the answers due before it, and closes."""
         self._server.guard.metrics.response(None, status)
         log.info(ActivatorLog.REQUEST_MALFORMED, status=status, client=self.client, reason=text)
         reply = text_reply(status, text, close=True)
@@ -604,19 +707,11 @@ class Connection(asyncio.Protocol):
                 self._pending.remove(self._parsing)
             self._parsing = None
         self._in_head = False
-        self._stop_reading_requests()
+        self._answered_all = True
         if self._task is None and not self._pending:
             self._answer_raw(reply)
             return
-        # Answered once the requests before it are: queued as a request whose handler is the refusal.
-        waiting = self._task
-
-        async def after() -> None:
-            if waiting is not None:
-                await asyncio.gather(waiting, return_exceptions=True)
-            self._answer_raw(reply)
-
-        asyncio.get_running_loop().create_task(after())
+        self._pending.append(reply)
 
     def _answer_raw(self, reply: Reply) -> None:
         head = (
@@ -641,23 +736,40 @@ class Connection(asyncio.Protocol):
 
     # -- the timers ----------------------------------------------------------------------------------
 
+    # One timer per connection at most, never cancelled on the request path: arming only moves the deadline
+    # (the timer re-arms itself when it fires early), so a busy kept-alive connection creates no timers.
+
     def _arm(self, kind: str, delay: float) -> None:
-        self._disarm()
+        loop = self._loop
         self._timer_kind = kind
-        self._timer = asyncio.get_running_loop().call_later(delay, self._timed_out)
+        self._deadline = deadline = loop.time() + delay
+        if self._timer is None or self._timer.when() > deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_at(deadline, self._timed_out)
 
     def _disarm(self) -> None:
+        self._timer_kind = ""
+
+    def _cancel_timer(self) -> None:
+        self._timer_kind = ""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._timer_kind = ""
 
     def _disarm_keepalive(self) -> None:
         if self._timer_kind == "keepalive":
             self._disarm()
 
     def _timed_out(self) -> None:
-        kind, self._timer, self._timer_kind = self._timer_kind, None, ""
+        self._timer = None
+        kind = self._timer_kind
+        if not kind:
+            return
+        if self._loop.time() < self._deadline:
+            self._timer = self._loop.call_at(self._deadline, self._timed_out)
+            return
+        self._timer_kind = ""
         if self._transport is None or self._transport.is_closing():
             return
         if kind == "keepalive":

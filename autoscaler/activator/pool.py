@@ -4,10 +4,11 @@ Each endpoint address has its own bounded pool: at most ``limit`` connections op
 them all busy waits, up to ``wait_timeout``, for one to come free); an idle connection is reused (the most
 recently used first) and closed after ``keepalive`` seconds unused. One request at a time per connection.
 
-The request head is written from headers aiohttp's server already parsed and checked; the answer is read by
-aiohttp's client protocol (its C response parser, streamed payload, read timeout). Nothing here parses HTTP.
-A request sent on a reused connection that the endpoint had closed meanwhile (nothing came back) is sent once
-more on a new connection when its method is idempotent, as aiohttp's client does.
+The request head is written from headers the activator's server already parsed and checked; the answer is
+parsed by httptools (llhttp) as it arrives, its body read through an ``http1.Body`` (the socket stops being
+read while a large body waits unread), and no read may wait longer than the read timeout. A request sent on a
+reused connection that the endpoint had closed meanwhile (nothing came back) is sent once more on a new
+connection when its method is idempotent, as aiohttp's client does. HEAD requests are not sent here.
 """
 
 from __future__ import annotations
@@ -17,15 +18,13 @@ import collections
 import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
-import aiohttp
-from aiohttp import hdrs, http_exceptions
-from aiohttp.client_proto import ResponseHandler
-from aiohttp.streams import StreamReader
-from multidict import CIMultiDictProxy
+import httptools
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from autoscaler import errors
-from autoscaler.activator import endpoints
+from autoscaler.activator import endpoints, http1
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _READ_BUFFER = 64 * 1024
@@ -39,16 +38,215 @@ class UpstreamTimeout(errors.UpstreamError):
     """The endpoint did not accept the connection or answer in time."""
 
 
+class UpstreamClosed(errors.UpstreamError):
+    """The endpoint closed the connection before any byte of its answer came."""
+
+
+class _HeadOnly(Exception):
+    """Stops parsing at the end of a head that has no body to follow."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Head:
+    status: int
+    reason: str | None
+    raw_headers: list[tuple[bytes, bytes]]
+    connection_listed: frozenset[bytes]
+    content_length: int | None
+    body: http1.Body
+
+
+class _Endpoint(asyncio.Protocol):
+    """One connection to an endpoint: one request at a time written, its answer parsed as it arrives."""
+
+    def __init__(self) -> None:
+        self._parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.should_close = False
+        self._head: asyncio.Future[_Head] | None = None
+        self._body: http1.Body | None = None
+        self._reason = bytearray()
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._length: bytes | None = None
+        self._chunked = False
+        self._connection_values: list[bytes] = []
+        self._status = 0
+        self._until_eof = False
+        self._received = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timeout = 0.0
+        self._last_read = 0.0
+        self._waiting = False
+        self._loop = asyncio.get_running_loop()
+
+    def is_connected(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- one exchange ------------------------------------------------------------------------------
+
+    async def send(self, data: Iterable[bytes], *, read_timeout: float) -> _Head:
+        """Writes a request and returns its answer's head; the body follows in ``_Head.body``.
+
+        Raises UpstreamClosed (nothing came back), UpstreamTimeout, or UpstreamError.
+        """
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            raise UpstreamClosed("the connection was closed")
+        head: asyncio.Future[_Head] = self._loop.create_future()
+        self._head = head
+        self._received = False
+        self._timeout = read_timeout
+        self._last_read = now = self._loop.time()
+        self._waiting = True
+        if self._timer is None or self._timer.when() > now + read_timeout:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_at(now + read_timeout, self._check_timeout)
+        transport.writelines(data)
+        try:
+            return await head
+        finally:
+            self._head = None
+
+    # One timer per connection, kept across exchanges: it re-arms itself while bytes come or an exchange
+    # started after it was set, so that an exchange creates no timer of its own.
+
+    def _check_timeout(self) -> None:
+        """Fails the exchange when nothing was read for the read timeout."""
+        self._timer = None
+        if not self._waiting:
+            return
+        idle = self._loop.time() - self._last_read
+        if idle < self._timeout:
+            self._timer = self._loop.call_later(self._timeout - idle, self._check_timeout)
+            return
+        self._fail(UpstreamTimeout(f"no answer for {self._timeout:g}s"))
+
+    def _done(self) -> None:
+        self._waiting = False
+
+    def _fail(self, error: errors.UpstreamError) -> None:
+        self._done()
+        self.should_close = True
+        if self._head is not None and not self._head.done():
+            self._head.set_exception(error)
+        if self._body is not None:
+            self._body.fail(error)
+            self._body = None
+        self.close()
+
+    # -- asyncio.Protocol --------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.transport = None
+        self.should_close = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._body is not None and self._until_eof:
+            self._on_complete()  # a body without a length ends with the connection
+            return
+        if self._head is not None and not self._received:
+            self._fail(UpstreamClosed(f"the endpoint closed the connection: {exc!r}" if exc else "closed"))
+        elif self._head is not None or self._body is not None:
+            self._fail(errors.UpstreamError("the endpoint closed the connection mid-answer"))
+
+    def data_received(self, data: bytes) -> None:
+        self._received = True
+        self._last_read = self._loop.time()
+        if self._head is None and self._body is None:
+            self._fail(errors.UpstreamError("the endpoint sent bytes no request asked for"))
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            if not isinstance(exc.__context__, _HeadOnly):
+                raise
+            self._parser = httptools.HttpResponseParser(self)
+        except httptools.HttpParserError as exc:
+            self._fail(errors.UpstreamError(f"the endpoint's answer is not HTTP/1.1: {exc}"))
+
+    def throttle(self, reason: str, paused: bool) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        if paused:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
+
+    # -- httptools callbacks -----------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._reason.clear()
+        self._headers = []
+        self._length = None
+        self._chunked = False
+        self._connection_values = []
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+        lowered = name.lower()
+        if lowered == b"content-length":
+            self._length = value
+        elif lowered == b"transfer-encoding":
+            self._chunked = self._chunked or b"chunked" in value.lower()
+        elif lowered == b"connection":
+            self._connection_values.append(value)
+
+    def on_headers_complete(self) -> None:
+        status = self._status = self._parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            return  # an interim answer: the final one follows
+        no_body = status in (204, 304) or status < 200
+        length = self._length
+        self._until_eof = not no_body and not self._chunked and length is None
+        body = self._body = http1.Body(self.throttle, eof=no_body)
+        if self._head is not None and not self._head.done():
+            declared = int(length) if length is not None and length.isdigit() else None
+            reason = self._reason.decode("latin-1") or None
+            listed = http1.listed_tokens(self._connection_values)
+            self._head.set_result(_Head(status, reason, self._headers, listed, declared, body))
+        if no_body:
+            self._on_complete(keep=self._parser.should_keep_alive())
+            raise _HeadOnly()
+
+    def on_body(self, data: bytes) -> None:
+        if self._body is not None:
+            self._body.feed(data)
+
+    def on_message_complete(self) -> None:
+        if 100 <= self._status < 200 and self._status != 101:
+            return
+        self._on_complete(keep=self._parser.should_keep_alive())
+
+    def _on_complete(self, *, keep: bool = False) -> None:
+        self._done()
+        self.should_close = self.should_close or not keep
+        body, self._body = self._body, None
+        if body is not None:
+            body.feed_eof()
+
+
 @dataclass(eq=False, slots=True)
 class _Connection:
-    protocol: ResponseHandler
+    protocol: _Endpoint
     address: endpoints.Address
     reused: bool = False
     idle: asyncio.TimerHandle | None = None
 
 
 @dataclass(slots=True)
-class _Endpoint:
+class _Pooled:
     open: int = 0
     idle: list[_Connection] = field(default_factory=list)
     waiters: collections.deque[asyncio.Future[None]] = field(default_factory=collections.deque)
@@ -64,7 +262,7 @@ class Pool:
         self._connect_timeout = connect_timeout
         self._wait_timeout = wait_timeout
         self._keepalive = keepalive
-        self._endpoints: dict[endpoints.Address, _Endpoint] = {}
+        self._endpoints: dict[endpoints.Address, _Pooled] = {}
         self._closed = False
 
     def open_connections(self, address: endpoints.Address) -> int:
@@ -78,7 +276,7 @@ class Pool:
         """
         endpoint = self._endpoints.get(address)
         if endpoint is None:
-            endpoint = self._endpoints[address] = _Endpoint()
+            endpoint = self._endpoints[address] = _Pooled()
         while True:
             while endpoint.idle:
                 conn = endpoint.idle.pop()
@@ -108,14 +306,12 @@ class Pool:
                 with contextlib.suppress(ValueError):
                     endpoint.waiters.remove(waiter)
 
-    async def _connect(self, address: endpoints.Address, endpoint: _Endpoint) -> _Connection:
+    async def _connect(self, address: endpoints.Address, endpoint: _Pooled) -> _Connection:
         loop = asyncio.get_running_loop()
         endpoint.open += 1
         try:
             async with asyncio.timeout(self._connect_timeout):
-                _, protocol = await loop.create_connection(
-                    lambda: ResponseHandler(loop), address.ip, address.port
-                )
+                _, protocol = await loop.create_connection(_Endpoint, address.ip, address.port)
         except TimeoutError:
             self._left(address, endpoint)
             raise UpstreamTimeout(f"{address} did not accept a connection in time") from None
@@ -141,17 +337,17 @@ class Pool:
             return
         self._discard(conn, endpoint)
 
-    def _discard(self, conn: _Connection, endpoint: _Endpoint) -> None:
+    def _discard(self, conn: _Connection, endpoint: _Pooled) -> None:
         conn.protocol.close()
         self._left(conn.address, endpoint)
 
-    def _left(self, address: endpoints.Address, endpoint: _Endpoint) -> None:
+    def _left(self, address: endpoints.Address, endpoint: _Pooled) -> None:
         """One connection of ``address`` is gone: a waiter may open one, an unused pool is dropped."""
         endpoint.open -= 1
         if not self._wake(endpoint) and not endpoint.open and self._endpoints.get(address) is endpoint:
             del self._endpoints[address]
 
-    def _wake(self, endpoint: _Endpoint) -> bool:
+    def _wake(self, endpoint: _Pooled) -> bool:
         while endpoint.waiters:
             waiter = endpoint.waiters.popleft()
             if not waiter.done():
@@ -181,39 +377,49 @@ class Pool:
 class Answer:
     """The endpoint's response once its head arrived; its body streams from ``content``."""
 
-    __slots__ = ("_conn", "_pool", "_should_close", "content", "headers", "reason", "status")
+    __slots__ = (
+        "_conn",
+        "_headers",
+        "_pool",
+        "connection_listed",
+        "content",
+        "content_length",
+        "raw_headers",
+        "reason",
+        "status",
+    )
 
-    def __init__(
-        self,
-        pool: Pool,
-        conn: _Connection,
-        message: aiohttp.http_parser.RawResponseMessage,
-        content: StreamReader,
-    ) -> None:
+    def __init__(self, pool: Pool, conn: _Connection, head: _Head) -> None:
         self._pool = pool
         self._conn: _Connection | None = conn
-        self.status: int = message.code
-        self.reason: str | None = message.reason
-        self.headers: CIMultiDictProxy[str] = message.headers
-        self.content = content
-        self._should_close = message.should_close
+        self.status: int = head.status
+        self.reason: str | None = head.reason
+        self.raw_headers = head.raw_headers
+        self.connection_listed = head.connection_listed
+        self._headers: CIMultiDictProxy[str] | None = None
+        self.content_length = head.content_length
+        self.content: http1.Body = head.body
 
     @property
-    def content_length(self) -> int | None:
-        value = self.headers.get(hdrs.CONTENT_LENGTH)
-        return int(value) if value is not None and value.isdigit() else None
+    def headers(self) -> CIMultiDictProxy[str]:
+        """The fields decoded as Latin-1 (on first use)."""
+        if self._headers is None:
+            decoded = ((name.decode("latin-1"), value.decode("latin-1")) for name, value in self.raw_headers)
+            self._headers = CIMultiDictProxy(CIMultiDict(decoded))
+        return self._headers
 
     def release(self) -> None:
         """Back to the pool when the whole body was read and the endpoint keeps the connection, else
         closed; a second call does nothing."""
         conn, self._conn = self._conn, None
         if conn is not None:
-            self._pool.release(conn, keep=self.content.is_eof() and not self._should_close)
+            keep = self.content.is_eof() and not conn.protocol.should_close
+            self._pool.release(conn, keep=keep)
 
 
 def request_head(method: str, target: str, headers: Iterable[tuple[str, str]]) -> bytes:
-    """The request line and header block, from a method, origin-form target and header values that aiohttp's
-    server parser already accepted (no CR or LF can be in them)."""
+    """The request line and header block, from a method, origin-form target and header values that the
+    activator's server parser already accepted (no CR or LF can be in them)."""
     lines = [f"{method} {target} HTTP/1.1"]
     lines.extend(f"{name}: {value}" for name, value in headers)
     lines.append("\r\n")
@@ -234,40 +440,26 @@ async def exchange(
     Raises ConnectFailed (nothing sent), UpstreamTimeout (no connection or no answer in time), or
     UpstreamError (the endpoint closed or answered something that is not HTTP).
     """
+    if method == "HEAD":
+        raise ValueError("HEAD requests are not sent over the pool (their answers have no body to parse)")
     attempts = 2 if method in IDEMPOTENT else 1
     for attempt in range(attempts):
         conn = await pool.acquire(address)
-        protocol = conn.protocol
         try:
-            protocol.set_response_params(
-                skip_payload=method == hdrs.METH_HEAD,
-                read_until_eof=True,
-                auto_decompress=False,
-                read_timeout=read_timeout,
-                read_bufsize=_READ_BUFFER,
-            )
-            transport = protocol.transport
-            if transport is None:
-                raise aiohttp.ServerDisconnectedError()
-            transport.writelines((head, body)) if body else transport.write(head)
-            protocol.start_timeout()
-            while True:
-                message, payload = await protocol.read()
-                if not 100 <= message.code < 200 or message.code == 101:
-                    break
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            answered = await conn.protocol.send((head, body) if body else (head,), read_timeout=read_timeout)
+        except UpstreamClosed as exc:
             pool.release(conn, keep=False)
             if conn.reused and attempt + 1 < attempts:
                 continue  # the endpoint had closed this idle connection: once more on a new one
-            raise errors.UpstreamError(f"{address} failed: {exc!r}") from exc
-        except aiohttp.ServerTimeoutError as exc:
+            raise errors.UpstreamError(f"{address} failed: {exc}") from exc
+        except UpstreamTimeout as exc:
             pool.release(conn, keep=False)
             raise UpstreamTimeout(f"{address} did not answer in time") from exc
-        except (aiohttp.ClientError, http_exceptions.HttpProcessingError) as exc:
+        except errors.UpstreamError as exc:
             pool.release(conn, keep=False)
-            raise errors.UpstreamError(f"{address} failed: {exc!r}") from exc
+            raise errors.UpstreamError(f"{address} failed: {exc}") from exc
         except BaseException:
             pool.release(conn, keep=False)
             raise
-        return Answer(pool, conn, message, payload)
+        return Answer(pool, conn, answered)
     raise AssertionError("unreachable")  # pragma: no cover

@@ -9,13 +9,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import hdrs
-from aiohttp.streams import StreamReader
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -46,6 +45,13 @@ ConnectFailed = pool.ConnectFailed
 UpstreamTimeout = pool.UpstreamTimeout
 
 
+class BodyReader(Protocol):
+    """A response body as it arrives (the pool's http1.Body, or aiohttp's StreamReader)."""
+
+    async def readexactly(self, n: int) -> bytes: ...
+    def iter_chunked(self, n: int) -> AsyncIterator[bytes]: ...
+
+
 class Upstream(Protocol):
     """An endpoint's response once its head arrived (aiohttp's ClientResponse, or the pool's Answer)."""
 
@@ -56,7 +62,9 @@ class Upstream(Protocol):
     @property
     def headers(self) -> CIMultiDictProxy[str]: ...
     @property
-    def content(self) -> StreamReader: ...
+    def content(self) -> BodyReader: ...
+    @property
+    def raw_headers(self) -> Sequence[tuple[bytes, bytes]]: ...
     @property
     def content_length(self) -> int | None: ...
     def release(self) -> Any: ...
@@ -94,6 +102,85 @@ def end_to_end(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict
     return kept
 
 
+_HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
+
+
+def _connection_listed(raw: Sequence[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """The lower-cased field names the Connection fields list (hop-by-hop too)."""
+    return http1.listed_tokens([value for name, value in raw if name.lower() == b"connection"])
+
+
+def end_to_end_block(
+    raw: Sequence[tuple[bytes, bytes]],
+    *,
+    listed: frozenset[bytes] | None = None,
+    drop: frozenset[bytes] = frozenset(),
+) -> bytes:
+    """The end-to-end fields of ``raw`` (as ``end_to_end`` keeps them, and without ``drop``), rendered as
+    header lines each ending in CRLF, names and values as they came. ``listed``: what the Connection fields
+    list, when the parser already collected it."""
+    if listed is None:
+        listed = _connection_listed(raw)
+    kept = [
+        b"%s: %s\r\n" % (name, value)
+        for name, value in raw
+        if (lowered := name.lower()) not in _HOP_BY_HOP_BYTES
+        and lowered not in listed
+        and lowered not in drop
+        and not lowered.startswith(b"proxy-")
+    ]
+    return b"".join(kept)
+
+
+_FRAMING = frozenset({b"content-length"})
+
+
+def pooled_head(request: http1.Request, body_length: int | None, authority: str, target: str) -> bytes:
+    """The head the endpoint receives over the pool, from the fields as the client sent them: the same fields
+    and order ``request_headers`` gives, then Content-Length (``body_length``; None: none) and Host when the
+    client sent none."""
+    raw = request.raw_headers
+    listed = request.connection_listed
+    lines = [b"%s %s HTTP/1.1\r\n" % (request.method.encode("latin-1"), target.encode("latin-1"))]
+    earlier: list[bytes] = []
+    proto = forwarded_host = host = length_written = False
+    for name, value in raw:
+        lowered = name.lower()
+        if lowered in _HOP_BY_HOP_BYTES or lowered in listed or lowered.startswith(b"proxy-"):
+            continue
+        if lowered == b"expect":
+            continue
+        if lowered == b"x-forwarded-for":
+            earlier.append(value)
+            continue
+        if lowered == b"content-length":
+            if body_length is not None and not length_written:
+                lines.append(b"%s: %d\r\n" % (name, body_length))
+                length_written = True
+            continue
+        proto = proto or lowered == b"x-forwarded-proto"
+        forwarded_host = forwarded_host or lowered == b"x-forwarded-host"
+        host = host or lowered == b"host"
+        lines.append(b"%s: %s\r\n" % (name, value))
+    client = request.remote
+    chain = b", ".join(earlier)
+    if client:
+        peer = client.encode("latin-1")
+        lines.append(b"X-Forwarded-For: %s\r\n" % (chain + b", " + peer if chain else peer))
+    elif earlier:
+        lines.append(b"X-Forwarded-For: %s\r\n" % chain)
+    if not proto:
+        lines.append(b"X-Forwarded-Proto: %s\r\n" % request.scheme.encode())
+    if not forwarded_host and request.host is not None:
+        lines.append(b"X-Forwarded-Host: %s\r\n" % request.host.encode("latin-1"))
+    if body_length is not None and not length_written:
+        lines.append(b"Content-Length: %d\r\n" % body_length)
+    if not host:
+        lines.append(b"Host: %s\r\n" % authority.encode("latin-1"))
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
 def request_headers(request: http1.Request) -> CIMultiDict[str]:
     """What the endpoint receives: the client's end-to-end headers plus X-Forwarded-For/Proto/Host.
 
@@ -110,6 +197,17 @@ def request_headers(request: http1.Request) -> CIMultiDict[str]:
     if host is not None:
         headers.setdefault(hdrs.X_FORWARDED_HOST, host)
     return headers
+
+
+def _spelled_once(headers: CIMultiDict[str]) -> CIMultiDict[str]:
+    """The fields with every repetition of a name spelled as its first occurrence: aiohttp's client merges
+    a field into an earlier one of the same name spelled in another case (``X-A`` then ``x-a``: only the
+    second is sent), which would drop a field line."""
+    first: dict[str, str] = {}
+    spelled: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        spelled.add(first.setdefault(name.lower(), name), value)
+    return spelled
 
 
 def forwarded_target(target: str) -> str:
@@ -267,7 +365,8 @@ class Forwarder:
         (nothing sent: safe to retry), UpstreamTimeout, BodyTooLarge, BodyStalled (the client paused its
         body too long), or UpstreamError.
         """
-        if self._owned and (body is not None or not request.body_exists):
+        pooled = body is not None or not request.body_exists
+        if self._owned and pooled and request.method != hdrs.METH_HEAD:
             return await self._send_pooled(request, address, body)
         streamed: _StreamedBody | None = None
         data: bytes | io.BytesIO | AsyncIterator[bytes] | None = body
@@ -280,7 +379,7 @@ class Forwarder:
             return await self._client().request(
                 request.method,
                 upstream_url(address, request.raw_path),
-                headers=request_headers(request),
+                headers=_spelled_once(request_headers(request)),
                 data=data,
                 allow_redirects=False,
                 compress=False,
@@ -316,11 +415,13 @@ class Forwarder:
     async def _send_pooled(
         self, request: http1.Request, address: endpoints.Address, body: bytes | None
     ) -> pool.Answer:
-        headers = request_headers(request)
-        if body or hdrs.CONTENT_LENGTH in headers or request.method in _BODY_METHODS:
-            headers[hdrs.CONTENT_LENGTH] = str(len(body or b""))
-        headers.setdefault(hdrs.HOST, _authority(address))
-        head = pool.request_head(request.method, forwarded_target(request.raw_path), headers.items())
+        sends_length = body or request.content_length is not None or request.method in _BODY_METHODS
+        head = pooled_head(
+            request,
+            len(body or b"") if sends_length else None,
+            _authority(address),
+            forwarded_target(request.raw_path),
+        )
         return await pool.exchange(
             self._pool,
             address=address,
@@ -353,7 +454,7 @@ class Forwarder:
                     request.abort()
                     return Relayed(http1.STREAMED, status, cut=f"response body exceeds {limit} bytes")
                 await request.write(chunk)
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except (TimeoutError, aiohttp.ClientError, errors.UpstreamError) as exc:
             request.abort()
             return Relayed(http1.STREAMED, status, cut=f"response body failed: {exc!r}")
         await request.finish()
@@ -366,11 +467,13 @@ class Forwarder:
         status = upstream.status
         try:
             body = await upstream.content.readexactly(declared)
-        except (TimeoutError, aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
+        except (TimeoutError, aiohttp.ClientError, asyncio.IncompleteReadError, errors.UpstreamError) as exc:
             await request.start(status, upstream.reason, _response_headers(upstream), length=declared)
             request.abort()
             return Relayed(http1.STREAMED, status, cut=f"response body failed: {exc!r}")
-        whole = http1.Reply(status, body, _response_headers(upstream), reason=upstream.reason)
+        listed = upstream.connection_listed if isinstance(upstream, pool.Answer) else None
+        block = end_to_end_block(upstream.raw_headers, listed=listed, drop=_FRAMING)
+        whole = http1.Reply(status, body, reason=upstream.reason, block=block)
         return Relayed(whole, status, cut=None)
 
 

@@ -187,7 +187,7 @@ class Activator:
     async def _handle(self, request: http1.Request) -> http1.Answer:
         if self._draining:
             return self.reply(None, 503, "the activator is shutting down", retry_after=True, close=True)
-        host = request.headers.get(hdrs.HOST)
+        host = request.host
         route = self.routes.lookup(host)
         if route is None:
             return self.reply(
