@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
+from typing import NamedTuple
 
 from autoscaler import errors
 from autoscaler.activator import endpoints, routing
@@ -30,8 +29,7 @@ class Closed(errors.ActivatorError):
     """The request was waiting when its target was removed or the activator stopped waiting."""
 
 
-@dataclass(frozen=True, slots=True)
-class Grant:
+class Grant(NamedTuple):
     """An endpoint leased for one request; ``waited`` is the seconds it queued, None if it did not."""
 
     lease: endpoints.Lease
@@ -39,13 +37,21 @@ class Grant:
 
 
 class Ticket:
-    """One request held for a target, from admission to its response."""
+    """One request held for a target, from admission (entering it) to its response (leaving it)."""
 
-    __slots__ = ("_gate", "target")
+    __slots__ = ("_buffer", "_gate", "target")
 
-    def __init__(self, target: TargetKey, gate: _Gate) -> None:
+    def __init__(self, buffer: Buffer, target: TargetKey) -> None:
+        self._buffer = buffer
         self.target = target
-        self._gate = gate
+        self._gate: _Gate
+
+    def __enter__(self) -> Ticket:
+        self._buffer._admit(self)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._buffer._leave(self)
 
 
 class _Gate:
@@ -129,30 +135,35 @@ class Buffer:
         """Targets with requests waiting for a first ready endpoint."""
         return frozenset(target for target, gate in self._gates.items() if gate.queued)
 
-    @contextmanager
-    def hold(self, target: TargetKey) -> Iterator[Ticket]:
-        """Counts one request of ``target`` as in flight for the block; Overloaded when at the bound."""
+    def hold(self, target: TargetKey) -> Ticket:
+        """Counts one request of ``target`` as in flight while the Ticket is entered (``with``); entering
+        raises Overloaded when at the bound."""
+        return Ticket(self, target)
+
+    def _admit(self, ticket: Ticket) -> None:
         if self._held >= self._max_in_flight:
             raise Overloaded(f"the activator holds {self._held} requests, its maximum")
+        target = ticket.target
         gate = self._gates.get(target)
         if gate is None:
             gate = self._gates[target] = _Gate()
+        ticket._gate = gate
         gate.in_flight += 1
         self._held += 1
         started, peak = self._window.get(target, (0, 0))
         self._window[target] = (started + 1, max(peak, gate.in_flight + gate.queued))
         self._idle.clear()
         self._changed(target, gate)
-        try:
-            yield Ticket(target, gate)
-        finally:
-            gate.in_flight -= 1
-            self._held -= 1
-            self._changed(target, gate)
-            if not gate.in_flight and not gate.queued and self._gates.get(target) is gate:
-                del self._gates[target]
-            if not self._held:
-                self._idle.set()
+
+    def _leave(self, ticket: Ticket) -> None:
+        target, gate = ticket.target, ticket._gate
+        gate.in_flight -= 1
+        self._held -= 1
+        self._changed(target, gate)
+        if not gate.in_flight and not gate.queued and self._gates.get(target) is gate:
+            del self._gates[target]
+        if not self._held:
+            self._idle.set()
 
     def _wake_cap(self, route: routing.Route, gate: _Gate) -> int | None:
         """concurrency-per-replica while the target has fewer ready endpoints than its held requests need

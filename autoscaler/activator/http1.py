@@ -88,6 +88,12 @@ Answer = Reply | _Streamed
 Handler = Callable[["Request"], Awaitable[Answer]]
 
 
+# Fields that describe one connection, never forwarded (RFC 9110 7.6.1), lower-cased; and those the
+# Connection fields list.
+HOP_BY_HOP: Final = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
+)
+HOP_BY_HOP_BYTES: Final = frozenset(name.encode() for name in HOP_BY_HOP)
 _NONE_LISTED: Final[frozenset[bytes]] = frozenset()
 
 
@@ -565,25 +571,27 @@ class Connection(asyncio.Protocol):
         self._next()
 
     def _write_reply(self, request: Request, reply: Reply) -> None:
-        head = [f"HTTP/1.1 {reply.status} {reply.reason or _reason(reply.status)}"]
+        status = reply.status
+        parts = [_status_line(status, reply.reason)]
         dated = False
         for name, value in reply.headers:
             lowered = name.lower()
             if lowered == "content-length":
                 continue
             dated = dated or lowered == "date"
-            head.append(f"{name}: {value}")
+            parts.append(f"{name}: {value}\r\n".encode("latin-1"))
         if not dated and not reply.block:
-            head.append(f"Date: {_date()}")
-        if _may_have_body(reply.status):
-            head.append(f"Content-Length: {len(reply.body)}")
+            parts.append(b"Date: %s\r\n" % _date().encode())
+        parts.append(reply.block)
+        has_body = _may_have_body(status)
+        if has_body:
+            parts.append(b"Content-Length: %d\r\n" % len(reply.body))
         # A body still arriving when the answer is given is not read on: the connection ends after it.
         if reply.close or not request.keep_alive or not request.content.is_eof():
             request.keep_alive = False
-            head.append("Connection: close")
-        head.append("")
-        parts = ["\r\n".join(head).encode("latin-1"), reply.block, b"\r\n"]
-        if request.method != "HEAD" and _may_have_body(reply.status):
+            parts.append(b"Connection: close\r\n")
+        parts.append(b"\r\n")
+        if has_body and request.method != "HEAD":
             parts.append(reply.body)
         self.write(b"".join(parts))
 
@@ -657,6 +665,8 @@ class Connection(asyncio.Protocol):
 
     def throttle(self, reason: str, paused: bool) -> None:
         """Stops reading the socket while any reason holds (a body waiting unread, pipelined requests)."""
+        if not paused and not self._paused:
+            return
         was = bool(self._paused)
         if paused:
             self._paused.add(reason)
@@ -781,6 +791,11 @@ class Connection(asyncio.Protocol):
         self._answer_and_close(
             408, "Request Timeout", f"request line and headers not received within {timeout:g}s"
         )
+
+
+@functools.lru_cache(maxsize=256)
+def _status_line(status: int, reason: str | None) -> bytes:
+    return f"HTTP/1.1 {status} {reason or _reason(status)}\r\n".encode("latin-1")
 
 
 def _may_have_body(status: int) -> bool:

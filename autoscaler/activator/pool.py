@@ -18,7 +18,7 @@ import collections
 import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import NamedTuple, cast
 
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -46,12 +46,11 @@ class _HeadOnly(Exception):
     """Stops parsing at the end of a head that has no body to follow."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Head:
+class _Head(NamedTuple):
     status: int
     reason: str | None
     raw_headers: list[tuple[bytes, bytes]]
-    connection_listed: frozenset[bytes]
+    block: bytes
     content_length: int | None
     body: http1.Body
 
@@ -70,6 +69,8 @@ class _Endpoint(asyncio.Protocol):
         self._length: bytes | None = None
         self._chunked = False
         self._connection_values: list[bytes] = []
+        self._block: list[bytes] = []
+        self._block_names: list[bytes] = []
         self._status = 0
         self._until_eof = False
         self._received = False
@@ -189,6 +190,8 @@ class _Endpoint(asyncio.Protocol):
         self._length = None
         self._chunked = False
         self._connection_values = []
+        self._block = []
+        self._block_names = []
 
     def on_status(self, reason: bytes) -> None:
         self._reason += reason
@@ -202,6 +205,10 @@ class _Endpoint(asyncio.Protocol):
             self._chunked = self._chunked or b"chunked" in value.lower()
         elif lowered == b"connection":
             self._connection_values.append(value)
+        elif lowered not in http1.HOP_BY_HOP_BYTES and not lowered.startswith(b"proxy-"):
+            # The end-to-end fields as the client gets them, but the framing (the activator's own).
+            self._block.append(b"%s: %s\r\n" % (name, value))
+            self._block_names.append(lowered)
 
     def on_headers_complete(self) -> None:
         status = self._status = self._parser.get_status_code()
@@ -214,8 +221,14 @@ class _Endpoint(asyncio.Protocol):
         if self._head is not None and not self._head.done():
             declared = int(length) if length is not None and length.isdigit() else None
             reason = self._reason.decode("latin-1") or None
-            listed = http1.listed_tokens(self._connection_values)
-            self._head.set_result(_Head(status, reason, self._headers, listed, declared, body))
+            block = self._block
+            if self._connection_values:  # rare: fields the Connection field names are hop-by-hop too
+                listed = http1.listed_tokens(self._connection_values)
+                block = [
+                    line for line, name in zip(block, self._block_names, strict=True) if name not in listed
+                ]
+            head = _Head(status, reason, self._headers, b"".join(block), declared, body)
+            self._head.set_result(head)
         if no_body:
             self._on_complete(keep=self._parser.should_keep_alive())
             raise _HeadOnly()
@@ -381,7 +394,7 @@ class Answer:
         "_conn",
         "_headers",
         "_pool",
-        "connection_listed",
+        "block",
         "content",
         "content_length",
         "raw_headers",
@@ -395,7 +408,8 @@ class Answer:
         self.status: int = head.status
         self.reason: str | None = head.reason
         self.raw_headers = head.raw_headers
-        self.connection_listed = head.connection_listed
+        # The end-to-end header lines as the client gets them (no framing), rendered while parsing.
+        self.block = head.block
         self._headers: CIMultiDictProxy[str] | None = None
         self.content_length = head.content_length
         self.content: http1.Body = head.body

@@ -11,7 +11,7 @@ import functools
 import io
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import aiohttp
 from aiohttp import hdrs
@@ -21,9 +21,7 @@ from yarl import URL
 from autoscaler import errors
 from autoscaler.activator import endpoints, http1, pool
 
-HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
-)
+HOP_BY_HOP = http1.HOP_BY_HOP
 _CHUNK = 64 * 1024
 _INLINE_BODY = 512 * 1024
 # Responses up to this declared length are read whole and sent in one write (head and body together);
@@ -102,7 +100,7 @@ def end_to_end(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict
     return kept
 
 
-_HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
+_HOP_BY_HOP_BYTES = http1.HOP_BY_HOP_BYTES
 
 
 def _connection_listed(raw: Sequence[tuple[bytes, bytes]]) -> frozenset[bytes]:
@@ -110,17 +108,10 @@ def _connection_listed(raw: Sequence[tuple[bytes, bytes]]) -> frozenset[bytes]:
     return http1.listed_tokens([value for name, value in raw if name.lower() == b"connection"])
 
 
-def end_to_end_block(
-    raw: Sequence[tuple[bytes, bytes]],
-    *,
-    listed: frozenset[bytes] | None = None,
-    drop: frozenset[bytes] = frozenset(),
-) -> bytes:
+def end_to_end_block(raw: Sequence[tuple[bytes, bytes]], *, drop: frozenset[bytes] = frozenset()) -> bytes:
     """The end-to-end fields of ``raw`` (as ``end_to_end`` keeps them, and without ``drop``), rendered as
-    header lines each ending in CRLF, names and values as they came. ``listed``: what the Connection fields
-    list, when the parser already collected it."""
-    if listed is None:
-        listed = _connection_listed(raw)
+    header lines each ending in CRLF, names and values as they came."""
+    listed = _connection_listed(raw)
     kept = [
         b"%s: %s\r\n" % (name, value)
         for name, value in raw
@@ -288,8 +279,7 @@ class _StreamedBody:
             yield chunk
 
 
-@dataclass(frozen=True, slots=True)
-class Relayed:
+class Relayed(NamedTuple):
     """A response relayed to the client (``answer``: a whole Reply still to be written, or STREAMED, written);
     ``cut`` says why it was cut short, None when it is whole."""
 
@@ -471,8 +461,10 @@ class Forwarder:
             await request.start(status, upstream.reason, _response_headers(upstream), length=declared)
             request.abort()
             return Relayed(http1.STREAMED, status, cut=f"response body failed: {exc!r}")
-        listed = upstream.connection_listed if isinstance(upstream, pool.Answer) else None
-        block = end_to_end_block(upstream.raw_headers, listed=listed, drop=_FRAMING)
+        if isinstance(upstream, pool.Answer):
+            block = upstream.block  # rendered while its head was parsed
+        else:
+            block = end_to_end_block(upstream.raw_headers, drop=_FRAMING)
         whole = http1.Reply(status, body, reason=upstream.reason, block=block)
         return Relayed(whole, status, cut=None)
 

@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Final, cast
 
 from autoscaler.errors import AnnotationProblem
 from autoscaler.model import TargetKey
@@ -89,6 +90,10 @@ def normalize_host(value: str | None) -> str | None:
     return host or None
 
 
+_UNKNOWN: Final = object()
+_MAX_FOUND: Final = 1024
+
+
 class RouteTable:
     """The routes known to this activator, by target, and their hosts as ``policy.hosts`` decides them.
 
@@ -101,6 +106,8 @@ class RouteTable:
         self._cluster_domain = cluster_domain
         self._cross_namespace = cross_namespace
         self._ownership: hosts.Ownership | None = None
+        # Host header value -> route, as ``lookup`` last found it; emptied by every change (and when full).
+        self._found: dict[str, Route | None] = {}
 
     def __len__(self) -> int:
         return len(self._routes)
@@ -118,6 +125,7 @@ class RouteTable:
         """Adds or replaces the route of ``route.target``; returns the route it replaced."""
         old = self._routes.get(route.target)
         self._routes[route.target] = route
+        self._found.clear()
         if old is None or (old.host, old.created) != (route.host, route.created):
             self._ownership = None
         return old
@@ -126,6 +134,7 @@ class RouteTable:
         old = self._routes.pop(target, None)
         if old is not None:
             self._ownership = None
+            self._found.clear()
         return old
 
     def ownership(self) -> hosts.Ownership:
@@ -147,8 +156,15 @@ class RouteTable:
 
     def lookup(self, host_header: str | None) -> Route | None:
         """The route for a Host header value (any case, with or without port), or None."""
-        host = normalize_host(host_header)
-        if host is None:
+        if host_header is None:
             return None
-        owner = self.ownership().owners.get(host)
-        return None if owner is None else self._routes.get(owner)
+        found = self._found.get(host_header, _UNKNOWN)
+        if found is not _UNKNOWN:
+            return cast(Route | None, found)
+        host = normalize_host(host_header)
+        owner = None if host is None else self.ownership().owners.get(host)
+        route = None if owner is None else self._routes.get(owner)
+        if len(self._found) >= _MAX_FOUND:
+            self._found.clear()
+        self._found[host_header] = route
+        return route

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import sys
 from collections.abc import Callable
 
@@ -100,6 +101,9 @@ async def _activator(cfg: settings.ActivatorSettings) -> int:
         await asyncio.wait_for(asyncio.gather(slices.synced.wait(), deployments.synced.wait()), timeout=120)
 
         def listening(bound: serving.Listening) -> None:
+            # What is alive once serving (modules, routes, the watches' snapshots) lives as long as the
+            # process: moved out of the collector's generations, so its passes look at requests' garbage only.
+            gc.freeze()
             for endpoint, ports in (("proxy", bound.proxy_ports), ("metrics", bound.admin_ports)):
                 if len(set(ports)) > 1:
                     log.info("listening", endpoint=endpoint, port=ports[0], ports=list(ports))
