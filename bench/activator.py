@@ -12,7 +12,11 @@ three alike. Figures are the median over rounds. Everything it starts is stopped
 namespace deleted.
 
     python -m bench.activator [--rounds 3] [--seconds 3] [--concurrency 1,32,256] [--processes 2]
-                              [--event-loop uvloop]
+                              [--paced-rates 2000] [--paced-connections 32] [--event-loop uvloop]
+
+Then the same at a paced load: ``--paced-connections`` connections offering about each of ``--paced-rates``
+requests/s, a rate all three paths sustain, so that the added latency is the path's own and not the queue
+of a saturated one (unpaced, at 32 connections a request's latency is mostly 32 / requests/s).
 
 Results: bench/results/activator.json and bench/results/activator.md.
 """
@@ -345,11 +349,26 @@ def wrk_version(binary: str) -> str:
     return first[1] if len(first) > 1 else "unknown"
 
 
-async def load(target: Target, *, seconds: int, concurrency: int) -> dict[str, float | int]:
+# Paced load: each connection waits a random 0..2x``{mean}`` ms after an answer before its next request, so
+# that the connections together offer about ``rate`` requests/s, spread out rather than in bursts.
+WRK_PACE = """\
+math.randomseed(os.time())
+delay = function()
+  return math.random(0, {twice})
+end
+"""
+
+
+async def load(
+    target: Target, *, seconds: int, concurrency: int, rate: int | None = None
+) -> dict[str, float | int]:
     """wrk (one thread, C) holding ``concurrency`` kept-alive connections for ``seconds``, each sending its
-    next GET as soon as the last is answered: the figures of that batch."""
+    next GET as soon as the last is answered, or with ``rate`` paced to about that many requests/s: the
+    figures of that batch."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="bench-wrk-") as script:
         script.write(WRK_REPORT)
+        if rate is not None:
+            script.write(WRK_PACE.format(twice=max(1, round(2 * 1000 * concurrency / rate))))
         script.flush()
         headers = [arg for name, value in target.headers.items() for arg in ("-H", f"{name}: {value}")]
         proc = await asyncio.create_subprocess_exec(
@@ -397,7 +416,7 @@ def machine() -> dict[str, Any]:
 
 def versions(**extra: str) -> dict[str, str]:
     found = {"python": platform.python_version()}
-    for package in ("queue-autoscaler", "aiohttp", "uvloop"):
+    for package in ("queue-autoscaler", "aiohttp", "uvloop", "httptools"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             found[package] = importlib.metadata.version(package)
     return {**found, **extra}
@@ -417,16 +436,18 @@ def median_figures(samples: Sequence[Mapping[str, float | int]]) -> dict[str, fl
 
 
 async def measure(
-    targets: Mapping[str, Target], *, rounds: int, seconds: int, concurrency: int
+    targets: Mapping[str, Target], *, rounds: int, seconds: int, concurrency: int, rate: int | None = None
 ) -> dict[str, Any]:
-    """``rounds`` rounds of the three paths at ``concurrency`` connections: medians, added, every round."""
+    """``rounds`` rounds of the three paths at ``concurrency`` connections (paced to ``rate`` requests/s, or
+    as fast as answered): medians, added, every round."""
     measured: list[dict[str, Any]] = []
+    paced = "" if rate is None else f" paced at {rate}/s"
     for number in range(rounds):
         order = PATHS[number % len(PATHS) :] + PATHS[: number % len(PATHS)]
         figures: dict[str, dict[str, float | int]] = {}
         for name in order:
-            figures[name] = await load(targets[name], seconds=seconds, concurrency=concurrency)
-            say(f"{concurrency} connections, round {number + 1} {name}: {figures[name]}")
+            figures[name] = await load(targets[name], seconds=seconds, concurrency=concurrency, rate=rate)
+            say(f"{concurrency} connections{paced}, round {number + 1} {name}: {figures[name]}")
         measured.append({"round": number + 1, "order": list(order), "paths": figures})
     summary = {name: median_figures([r["paths"][name] for r in measured]) for name in PATHS}
     added = {
@@ -441,6 +462,7 @@ async def measure(
     )
     return {
         "concurrency": concurrency,
+        "rate": rate,
         "summary": summary,
         "added_vs_direct": added,
         "activator_over_nginx_rps": ratio,
@@ -488,6 +510,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     await measure(targets, rounds=args.rounds, seconds=args.seconds, concurrency=level)
                     for level in args.concurrency
                 ]
+                paced = [
+                    await measure(
+                        targets,
+                        rounds=args.rounds,
+                        seconds=args.seconds,
+                        concurrency=args.paced_connections,
+                        rate=rate,
+                    )
+                    for rate in args.paced_rates
+                ]
             nginx_v = nginx_version(nginx_binary())
     return {
         "benchmark": "activator steady state",
@@ -507,6 +539,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "activator_event_loop": args.event_loop,
         },
         "levels": levels,
+        "paced": paced,
     }
 
 
@@ -538,11 +571,20 @@ def markdown(result: Mapping[str, Any]) -> str:
         f"{s['nginx_worker_processes']} worker process(es) with a keepalive upstream",
         "- load generator, activator, nginx and the worker pod share this machine's CPUs",
     ]
-    for level in result["levels"]:
+    for level in [*result["levels"], *result.get("paced", [])]:
+        if level.get("rate") is None:
+            title = (
+                f"## {level['concurrency']} connections, as fast as answered: median over rounds "
+                f"(activator / nginx requests/s: {level['activator_over_nginx_rps']})"
+            )
+        else:
+            title = (
+                f"## {level['concurrency']} connections paced at about {level['rate']} requests/s "
+                "(each waits a random 0..2x its share after an answer): median over rounds"
+            )
         lines += [
             "",
-            f"## {level['concurrency']} connections: median over rounds "
-            f"(activator / nginx requests/s: {level['activator_over_nginx_rps']})",
+            title,
             "",
             "| path | p50 ms | p99 ms | requests/s | added p50 ms | added p99 ms | errors |",
             "|---|---:|---:|---:|---:|---:|---:|",
@@ -560,12 +602,13 @@ def markdown(result: Mapping[str, Any]) -> str:
         "| connections | round | path | p50 ms | p99 ms | requests/s | errors |",
         "|---:|---|---|---:|---:|---:|---:|",
     ]
-    for level in result["levels"]:
+    for level in [*result["levels"], *result.get("paced", [])]:
+        paced = "" if level.get("rate") is None else f" at {level['rate']}/s"
         for entry in level["rounds"]:
             for name in entry["order"]:
                 row = entry["paths"][name]
                 lines.append(
-                    f"| {level['concurrency']} | {entry['round']} | {name} | {row['p50_ms']:.2f} | "
+                    f"| {level['concurrency']}{paced} | {entry['round']} | {name} | {row['p50_ms']:.2f} | "
                     f"{row['p99_ms']:.2f} | {row['rps']:.0f} | {row['errors']} |"
                 )
     return "\n".join(lines) + "\n"
@@ -602,6 +645,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=(1, 32, 256),
         help="comma list of concurrent connections, each measured in turn (default 1,32,256)",
     )
+    parser.add_argument(
+        "--paced-rates",
+        type=connection_counts,
+        default=(2000,),
+        help="after the unpaced levels, requests/s to pace the load at, each measured in turn, over "
+        "--paced-connections connections (default 2000; a rate every path sustains)",
+    )
+    parser.add_argument(
+        "--paced-connections",
+        type=int,
+        default=32,
+        help="connections of the paced measurements (default 32)",
+    )
     parser.add_argument("--warmup", type=int, default=1, help="seconds of warm-up per path (default 1)")
     parser.add_argument(
         "--worker-delay", type=float, default=0.0, help="seconds the worker waits per request (default 0)"
@@ -627,8 +683,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if min(args.rounds, args.seconds, args.warmup, *args.concurrency, args.processes) < 1:
-        raise SystemExit("--rounds, --seconds, --warmup, --concurrency and --processes must be >= 1")
+    counts = (args.rounds, args.seconds, args.warmup, args.processes, args.paced_connections)
+    if min(*counts, *args.concurrency, *args.paced_rates) < 1:
+        raise SystemExit(
+            "--rounds, --seconds, --warmup, --concurrency, --processes, --paced-rates and "
+            "--paced-connections must be >= 1"
+        )
     result = asyncio.run(run(args))
     text = markdown(result)
     write_results("activator", result, text, args.out)
