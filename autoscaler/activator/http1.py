@@ -63,6 +63,10 @@ class ClientGone(ConnectionError):
     """The client closed its connection before its request body was read."""
 
 
+class BodyMalformed(Exception):
+    """The request body broke its framing (a bad chunk) while its handler was reading it."""
+
+
 @dataclass(slots=True)
 class Reply:
     """A whole answer, written with its Content-Length in one write; ``close`` ends the connection."""
@@ -707,7 +711,16 @@ class Connection(asyncio.Protocol):
         asyncio.get_running_loop().call_later(self._limits.lingering_time, transport.close)
 
     def _refuse(self, status: int, text: str) -> None:
-        """Answers a request that cannot be parsed, after the answers due before it, and closes."""
+        """Answers a request that cannot be parsed, after the answers due before it, and closes. A body
+        that breaks while its request's handler runs fails that handler's reads instead: it answers."""
+        parsing = self._parsing
+        if parsing is not None and parsing is self._current:
+            # The handler answers (400 for the activator), and counts and logs it with its target.
+            parsing.content.fail(BodyMalformed(text))
+            self._parsing = None
+            self._in_head = False
+            self._stop_reading_requests()
+            return
         self._server.guard.metrics.response(None, status)
         log.info(ActivatorLog.REQUEST_MALFORMED, status=status, client=self.client, reason=text)
         reply = text_reply(status, text, close=True)

@@ -35,8 +35,20 @@ class BodyTooLarge(errors.ActivatorError):
     """The request body is larger than the activator accepts."""
 
 
-class BodyStalled(errors.ActivatorError):
+class BodyFailed(errors.ActivatorError):
+    """The client's request body did not arrive whole: the request is answered ``status`` and withdrawn."""
+
+    status = 400
+
+
+class BodyStalled(BodyFailed):
     """The client stopped sending its request body for longer than the body idle timeout."""
+
+    status = 408
+
+
+class BodyMalformed(BodyFailed):
+    """The client's request body broke its framing (a chunk that is not one)."""
 
 
 ConnectFailed = pool.ConnectFailed
@@ -234,6 +246,8 @@ async def body_chunks(request: http1.Request, *, idle_timeout: float) -> AsyncIt
                 chunk = await request.content.read(_CHUNK)
         except TimeoutError:
             raise BodyStalled(f"request body paused for more than {idle_timeout:g}s") from None
+        except http1.BodyMalformed as exc:
+            raise BodyMalformed(f"malformed request body: {exc}") from None
         if not chunk:
             return
         yield chunk
@@ -260,14 +274,14 @@ class _StreamedBody:
         self._idle_timeout = idle_timeout
         self.sent = 0
         self.too_large = False
-        self.stalled: BodyStalled | None = None
+        self.stalled: BodyFailed | None = None
 
     async def chunks(self) -> AsyncIterator[bytes]:
         try:
             async for chunk in self._chunks():
                 yield chunk
-        except BodyStalled as stalled:
-            self.stalled = stalled
+        except BodyFailed as failed:
+            self.stalled = failed
             raise
 
     async def _chunks(self) -> AsyncIterator[bytes]:
@@ -374,7 +388,7 @@ class Forwarder:
                 allow_redirects=False,
                 compress=False,
             )
-        except BodyStalled:
+        except BodyFailed:
             raise
         except aiohttp.ConnectionTimeoutError as exc:
             raise UpstreamTimeout(f"{address} did not accept a connection in time") from exc

@@ -223,8 +223,8 @@ class Activator:
                     )
                 except proxy.BodyTooLarge:
                     return self.reply(target, 413, self._too_large(), close=True)
-                except proxy.BodyStalled as exc:
-                    return self._stalled(target, exc)
+                except proxy.BodyFailed as exc:
+                    return self._body_failed(target, exc)
                 rejection = cloudevents.check_structured(body, request.headers, route.cloudevents)
             else:
                 rejection = cloudevents.check_binary(request.headers, route.cloudevents)
@@ -258,8 +258,8 @@ class Activator:
                 return self._upstream_failed(target, 504, exc)
             except proxy.BodyTooLarge:
                 return self.reply(target, 413, self._too_large(), close=True)
-            except proxy.BodyStalled as exc:
-                return self._stalled(target, exc)
+            except proxy.BodyFailed as exc:
+                return self._body_failed(target, exc)
             except errors.UpstreamError as exc:
                 return self._upstream_failed(target, 502, exc)
             self.metrics.latency(target, self._clock() - started)
@@ -340,10 +340,16 @@ class Activator:
         if self.prober is not None:
             self.prober.wake(target)
 
-    def _stalled(self, target: TargetKey, exc: proxy.BodyStalled) -> http1.Reply:
-        _bound(target).info(ActivatorLog.REQUEST_STALLED, stage="body", error=str(exc))
+    def _body_failed(self, target: TargetKey, exc: proxy.BodyFailed) -> http1.Reply:
+        """A body that stalled (408) or broke its framing (400): no activity of the target's, answered."""
+        if isinstance(exc, proxy.BodyStalled):
+            _bound(target).info(ActivatorLog.REQUEST_STALLED, stage="body", error=str(exc))
+            text = f"request not received in time: {exc}"
+        else:
+            _bound(target).info(ActivatorLog.REQUEST_MALFORMED, status=exc.status, reason=str(exc))
+            text = str(exc)
         self.buffer.withdraw(target)
-        return self.reply(target, 408, f"request not received in time: {exc}", close=True)
+        return self.reply(target, exc.status, text, close=True)
 
     def _too_large(self) -> str:
         return f"request body larger than {self._limits.max_request_body} bytes"

@@ -139,6 +139,35 @@ async def test_a_structured_cloudevent_whose_body_stalls_is_answered_408(strict:
     assert strict.activator.concurrency() == {ORDERS: IDLE}
 
 
+async def test_a_chunked_body_that_breaks_while_it_streams_is_answered_400_counted_once_and_logged_quietly(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    stack.route()
+    caplog.set_level(logging.DEBUG)
+    async with helpers.pods(1) as (pod,):
+        stack.activator.endpoints.update(ORDERS, [pod.address])
+        reader, writer = await asyncio.open_connection("127.0.0.1", stack.port)
+        writer.write(
+            b"POST / HTTP/1.1\r\nHost: orders.shop\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+        )
+        await helpers.eventually(lambda: stack.activator.concurrency()[ORDERS].in_flight == 1)
+        with structlog.testing.capture_logs() as logs:
+            writer.write(b"not a chunk size\r\n")
+            answer = await read_answer(reader)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"malformed request body" in answer
+    assert responses(stack, 400, routed=True) == 1.0
+    assert responses(stack, 400) == 0.0
+    (logged,) = [entry for entry in logs if entry["event"] == ActivatorLog.REQUEST_MALFORMED]
+    assert logged["log_level"] == "info"
+    assert not [entry for entry in logs if entry["log_level"] in ("warning", "error", "critical")]
+    # (the pod's own server logs its cut request; nothing of the activator's goes above info)
+    activator_records = [record for record in caplog.records if record.name.startswith("autoscaler")]
+    assert not [record for record in activator_records if record.levelno >= logging.WARNING]
+    await helpers.eventually(lambda: stack.activator.concurrency() == {ORDERS: IDLE})
+
+
 async def test_connections_past_the_bound_per_client_are_refused_until_one_closes() -> None:
     async with make_stack(connection_limits=guard.ConnectionLimits(max_connections_per_client=2)) as stack:
         held = [await asyncio.open_connection("127.0.0.1", stack.port) for _ in range(2)]
