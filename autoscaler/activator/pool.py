@@ -27,7 +27,6 @@ from autoscaler import errors
 from autoscaler.activator import endpoints, http1
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
-_READ_BUFFER = 64 * 1024
 
 
 class ConnectFailed(errors.UpstreamError):
@@ -429,15 +428,6 @@ class Answer:
         if conn is not None:
             keep = self.content.is_eof() and not conn.protocol.should_close
             self._pool.release(conn, keep=keep)
-
-
-def request_head(method: str, target: str, headers: Iterable[tuple[str, str]]) -> bytes:
-    """The request line and header block, from a method, origin-form target and header values that the
-    activator's server parser already accepted (no CR or LF can be in them)."""
-    lines = [f"{method} {target} HTTP/1.1"]
-    lines.extend(f"{name}: {value}" for name, value in headers)
-    lines.append("\r\n")
-    return "\r\n".join(lines).encode("latin-1")
 
 
 async def exchange(

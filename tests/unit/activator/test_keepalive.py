@@ -167,7 +167,7 @@ async def test_informational_answers_before_the_final_one_are_not_relayed_as_the
 async def test_idle_connections_are_closed_after_the_keepalive_time() -> None:
     pods = pool.Pool(limit=4, connect_timeout=1.0, wait_timeout=1.0, keepalive=0.05)
     async with raw_pod(OK_ANSWER, close_after=False) as (address, answered):
-        head = pool.request_head("GET", "/", [("Host", "orders.shop")])
+        head = b"GET / HTTP/1.1\r\nHost: orders.shop\r\n\r\n"
         answer = await pool.exchange(
             pods, address=address, method="GET", head=head, body=b"", read_timeout=1.0
         )
