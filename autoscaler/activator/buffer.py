@@ -174,6 +174,15 @@ class Buffer:
         needed = min(route.max_replicas, math.ceil(demand / route.concurrency_per_replica))
         return route.concurrency_per_replica if 0 < ready < needed else None
 
+    def lease_now(self, ticket: Ticket, route: routing.Route) -> Grant | None:
+        """An endpoint for a held request of ``route.target`` when one can be leased without waiting (and
+        nothing makes the request wait: see ``lease``), else None."""
+        gate = ticket._gate
+        if gate.closed or self._closed:
+            return None
+        lease = self._endpoints.pick(route.target, cap=self._wake_cap(route, gate))
+        return None if lease is None else Grant(lease=lease, waited=None)
+
     async def lease(
         self,
         ticket: Ticket,

@@ -194,6 +194,14 @@ class Body:
 
     async def readexactly(self, n: int) -> bytes:
         """Exactly ``n`` bytes; asyncio.IncompleteReadError when the body ends before."""
+        chunks = self._chunks
+        if self._on_first_read is None and len(chunks) == 1 and len(chunks[0]) == n:
+            # All of it arrived in one piece (a small answer): taken without waiting.
+            self._size = 0
+            data = chunks.popleft()
+            if self._throttle is not None:
+                self._throttle("body", False)
+            return data
         parts: list[bytes] = []
         got = 0
         while got < n:

@@ -254,7 +254,9 @@ class _Connection:
     protocol: _Endpoint
     address: endpoints.Address
     reused: bool = False
+    # The keep-alive timer: set once, re-armed when it fires while the connection was used meanwhile.
     idle: asyncio.TimerHandle | None = None
+    released_at: float = 0.0
 
 
 @dataclass(slots=True)
@@ -281,6 +283,17 @@ class Pool:
         found = self._endpoints.get(address)
         return found.open if found is not None else 0
 
+    def idle(self, address: endpoints.Address) -> _Connection | None:
+        """An idle connection to ``address`` ready for a request, taken without waiting; None if none."""
+        endpoint = self._endpoints.get(address)
+        while endpoint is not None and endpoint.idle:
+            conn = endpoint.idle.pop()
+            if conn.protocol.is_connected() and not conn.protocol.should_close:
+                conn.reused = True
+                return conn
+            self._discard(conn, endpoint)
+        return None
+
     async def acquire(self, address: endpoints.Address) -> _Connection:
         """A connection to ``address``: an idle one, a new one within the bound, or the next to come free.
 
@@ -292,9 +305,6 @@ class Pool:
         while True:
             while endpoint.idle:
                 conn = endpoint.idle.pop()
-                if conn.idle is not None:
-                    conn.idle.cancel()
-                    conn.idle = None
                 if conn.protocol.is_connected() and not conn.protocol.should_close:
                     conn.reused = True
                     return conn
@@ -343,13 +353,19 @@ class Pool:
             return
         protocol = conn.protocol
         if keep and not self._closed and protocol.is_connected() and not protocol.should_close:
-            conn.idle = asyncio.get_running_loop().call_later(self._keepalive, self._expire, conn)
+            loop = asyncio.get_running_loop()
+            conn.released_at = now = loop.time()
+            if conn.idle is None:
+                conn.idle = loop.call_at(now + self._keepalive, self._expire, conn)
             endpoint.idle.append(conn)
             self._wake(endpoint)
             return
         self._discard(conn, endpoint)
 
     def _discard(self, conn: _Connection, endpoint: _Pooled) -> None:
+        if conn.idle is not None:
+            conn.idle.cancel()
+            conn.idle = None
         conn.protocol.close()
         self._left(conn.address, endpoint)
 
@@ -368,11 +384,18 @@ class Pool:
         return False
 
     def _expire(self, conn: _Connection) -> None:
+        """Closes ``conn`` when it has been idle for the keep-alive time; else waits for the rest of it."""
+        conn.idle = None
         endpoint = self._endpoints.get(conn.address)
-        if endpoint is not None and conn in endpoint.idle:
-            endpoint.idle.remove(conn)
-            conn.idle = None
-            self._discard(conn, endpoint)
+        if endpoint is None or conn not in endpoint.idle:
+            return  # in use (its release sets the timer again) or gone
+        loop = asyncio.get_running_loop()
+        due = conn.released_at + self._keepalive
+        if loop.time() < due:
+            conn.idle = loop.call_at(due, self._expire, conn)
+            return
+        endpoint.idle.remove(conn)
+        self._discard(conn, endpoint)
 
     def close(self) -> None:
         """Closes every idle connection; connections in use close when released."""
@@ -448,7 +471,7 @@ async def exchange(
         raise ValueError("HEAD requests are not sent over the pool (their answers have no body to parse)")
     attempts = 2 if method in IDEMPOTENT else 1
     for attempt in range(attempts):
-        conn = await pool.acquire(address)
+        conn = pool.idle(address) or await pool.acquire(address)
         try:
             answered = await conn.protocol.send((head, body) if body else (head,), read_timeout=read_timeout)
         except UpstreamClosed as exc:

@@ -176,15 +176,18 @@ class Activator:
     # -- the request path -------------------------------------------------------------------------
 
     async def handle(self, request: http1.Request) -> http1.Answer:
-        """Answers one request exactly once: forwarded to a ready endpoint, or refused with a reason."""
-        try:
-            return await self._handle(request)
-        except Exception:
-            # A defect: still one counted answer, and the traceback to find it.
-            log.exception(ActivatorLog.REQUEST_FAILED)
-            return self.reply(None, 500, "internal error in the activator", close=True)
+        """Answers one request exactly once: forwarded to a ready endpoint, or refused with a reason.
 
-    async def _handle(self, request: http1.Request) -> http1.Answer:
+        A defect raises: the server answers 500, counts it and logs the traceback (``http1``).
+        """
+        if request.method == hdrs.METH_CONNECT or not request.raw_path.startswith("/"):
+            return self.reply(
+                None,
+                400,
+                "the activator is not a forward proxy: CONNECT and absolute-URI request targets "
+                "are refused; send an origin-form target (a path) with a Host header",
+                close=True,
+            )
         if self._draining:
             return self.reply(None, 503, "the activator is shutting down", retry_after=True, close=True)
         host = request.host
@@ -231,7 +234,9 @@ class Activator:
             if rejection is not None:
                 return self.reply(target, rejection.status, rejection.reason)
         try:
-            grant = await self.buffer.lease(ticket, route, on_cold=self._cold_start, on_queued=self._queued)
+            grant = self.buffer.lease_now(ticket, route) or await self.buffer.lease(
+                ticket, route, on_cold=self._cold_start, on_queued=self._queued
+            )
         except errors.QueueFull as exc:
             _bound(target).warning(ActivatorLog.QUEUE_OVERFLOWED, max_pending=route.max_pending)
             return self.reply(target, 503, f"queue full: {exc}", retry_after=True)
@@ -252,7 +257,8 @@ class Activator:
         try:
             started = self._clock()
             try:
-                body = await self._forwarder.small_body(request, body)
+                if body is None and request.body_exists:
+                    body = await self._forwarder.small_body(request, body)
                 upstream, active = await self._send(request, target, lease, body)
             except proxy.UpstreamTimeout as exc:
                 return self._upstream_failed(target, 504, exc)
@@ -376,21 +382,10 @@ def build_server(activator: Activator) -> http1.Server:
     """The proxy: every Host and origin-form path goes to ``activator.handle``, within the connection
     bounds of ``activator.connection_limits``. Serve it with ``loop.create_server``."""
 
-    async def origin_form_only(request: http1.Request) -> http1.Answer:
-        if request.method == hdrs.METH_CONNECT or not request.raw_path.startswith("/"):
-            return activator.reply(
-                None,
-                400,
-                "the activator is not a forward proxy: CONNECT and absolute-URI request targets "
-                "are refused; send an origin-form target (a path) with a Host header",
-                close=True,
-            )
-        return await activator.handle(request)
-
     # Request bodies are forwarded as received, compressed or not; a client that goes away stops holding
     # its place in the queue (its handler is cancelled).
     watchman = guard.Guard(limits=activator.connection_limits, metrics=activator.metrics)
-    return http1.Server(origin_form_only, guard=watchman)
+    return http1.Server(activator.handle, guard=watchman)
 
 
 def _bound(target: TargetKey) -> Any:
