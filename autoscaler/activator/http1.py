@@ -11,14 +11,13 @@ The bounds of ``guard.ConnectionLimits``:
   connection's opening): otherwise 408 and the connection closes, never reaching a target;
 - one client address may hold at most ``max_connections_per_client`` open connections: more are answered
   503 and closed at once;
-- a request line over ``max_line_size`` bytes, a header field over ``max_field_size`` or more than
-  ``max_headers`` fields is answered 431; a request the parser refuses (a garbage request line, a duplicate
-  Host, a bad Content-Length, ...) 400; both are logged at info without a traceback and counted;
+- a head over its bounds (``heads``) is answered 431, one the parser refuses (a garbage request line, a
+  duplicate Host, ...) 400, both logged at info without a traceback and counted;
 - a kept-alive connection idle for ``keepalive_timeout`` is closed; after an answer that leaves a request
   body unread, what the client still sends is read and dropped for ``lingering_time``, then it is closed.
 
-A body is read through ``Request.content`` (``Body``), which stops reading from the socket while more than
-``_BODY_HIGH`` bytes wait unread; ``Expect: 100-continue`` is answered when the handler first reads the body.
+A body is read through ``Request.content``, which stops the socket being read while more than 256 KiB wait
+unread; ``Expect: 100-continue`` is answered when the handler first reads it.
 """
 
 from __future__ import annotations
@@ -26,293 +25,33 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import email.utils
-import functools
-import http
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Final, cast
+from collections.abc import Sequence
+from typing import cast
 
 import httptools
 import structlog
-from multidict import CIMultiDict, CIMultiDictProxy
 
-from autoscaler.activator import guard
+from autoscaler.activator import guard, timers
+from autoscaler.activator.heads import HeadParsing, Malformed, TooLarge
+from autoscaler.activator.messages import (
+    Body,
+    BodyMalformed,
+    ClientGone,
+    Handler,
+    Reply,
+    Request,
+    listed_tokens,
+    render_refusal,
+    render_reply,
+    render_stream_head,
+    text_reply,
+)
 from autoscaler.observability.log_events import ActivatorLog
 
 log = structlog.get_logger(__name__)
 
-_BODY_HIGH = 256 * 1024
-_BODY_LOW = 64 * 1024
-# Requests parsed ahead of the one being answered (pipelining) before the socket stops being read.
 _MAX_PIPELINED = 16
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_TEXT = "text/plain; charset=utf-8"
-
-
-class TooLarge(Exception):
-    """A request line or header field over its bound (answered 431)."""
-
-
-class Malformed(Exception):
-    """A request the parser accepted but HTTP refuses (answered 400)."""
-
-
-class ClientGone(ConnectionError):
-    """The client closed its connection before its request body was read."""
-
-
-class BodyMalformed(Exception):
-    """The request body broke its framing (a bad chunk) while its handler was reading it."""
-
-
-@dataclass(slots=True)
-class Reply:
-    """A whole answer, written with its Content-Length in one write; ``close`` ends the connection."""
-
-    status: int
-    body: bytes = b""
-    headers: Sequence[tuple[str, str]] = ()
-    reason: str | None = None
-    close: bool = False
-    # Header lines already rendered (each ending CRLF; no framing headers), written after ``headers``.
-    block: bytes = b""
-
-
-class _Streamed:
-    """What a handler returns when it wrote the answer itself (``Request.start`` ... ``finish``)."""
-
-    def __repr__(self) -> str:
-        return "STREAMED"
-
-
-STREAMED: Final = _Streamed()
-Answer = Reply | _Streamed
-Handler = Callable[["Request"], Awaitable[Answer]]
-
-
-# Fields that describe one connection, never forwarded (RFC 9110 7.6.1), lower-cased; and those the
-# Connection fields list.
-HOP_BY_HOP: Final = frozenset(
-    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
-)
-HOP_BY_HOP_BYTES: Final = frozenset(name.encode() for name in HOP_BY_HOP)
-_NONE_LISTED: Final[frozenset[bytes]] = frozenset()
-
-
-def listed_tokens(values: Sequence[bytes]) -> frozenset[bytes]:
-    """The lower-cased names that Connection field values list."""
-    if not values:
-        return _NONE_LISTED
-    return frozenset(token.strip().lower() for value in values for token in value.split(b","))
-
-
-def text_reply(
-    status: int, text: str, *, headers: Sequence[tuple[str, str]] = (), close: bool = False
-) -> Reply:
-    """A plain-text answer of ``text`` and a newline."""
-    return Reply(status, (text + "\n").encode(), [("Content-Type", _TEXT), *headers], close=close)
-
-
-class Body:
-    """A body as it arrives (a request's from the client, a response's from an endpoint): ``read`` returns
-    the next bytes, ``b""`` at its end. ``throttle(reason, paused)`` is told to stop and resume reading the
-    socket while more than ``_BODY_HIGH`` bytes wait unread; ``on_first_read`` runs before the first read."""
-
-    __slots__ = ("_chunks", "_eof", "_error", "_on_first_read", "_size", "_throttle", "_waiter")
-
-    def __init__(
-        self,
-        throttle: Callable[[str, bool], None] | None = None,
-        *,
-        on_first_read: Callable[[], None] | None = None,
-        eof: bool = False,
-    ) -> None:
-        self._throttle = throttle
-        self._chunks: collections.deque[bytes] = collections.deque()
-        self._size = 0
-        self._eof = eof
-        self._error: BaseException | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        self._on_first_read = on_first_read
-
-    def is_eof(self) -> bool:
-        """Whether the whole body arrived (it may still wait unread)."""
-        return self._eof
-
-    def feed(self, data: bytes) -> None:
-        self._chunks.append(data)
-        self._size += len(data)
-        self._wake()
-        if self._size > _BODY_HIGH and self._throttle is not None:
-            self._throttle("body", True)
-
-    def feed_eof(self) -> None:
-        self._eof = True
-        self._wake()
-
-    def fail(self, error: BaseException) -> None:
-        """Reads from now on raise ``error`` (once what arrived before it was read)."""
-        if not self._eof:
-            self._error = error
-            self._wake()
-
-    async def read(self, limit: int = -1) -> bytes:
-        """Up to ``limit`` bytes (all that arrived when -1), waiting for some; ``b""`` at the end."""
-        if self._on_first_read is not None:
-            first, self._on_first_read = self._on_first_read, None
-            first()
-        while not self._chunks:
-            if self._error is not None:
-                raise self._error
-            if self._eof:
-                return b""
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        if limit < 0 or limit >= self._size:
-            data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
-            self._chunks.clear()
-        else:
-            parts: list[bytes] = []
-            wanted = limit
-            while wanted:
-                chunk = self._chunks.popleft()
-                if len(chunk) > wanted:
-                    self._chunks.appendleft(chunk[wanted:])
-                    chunk = chunk[:wanted]
-                parts.append(chunk)
-                wanted -= len(chunk)
-            data = b"".join(parts)
-        self._size -= len(data)
-        if self._size < _BODY_LOW and self._throttle is not None:
-            self._throttle("body", False)
-        return data
-
-    async def readexactly(self, n: int) -> bytes:
-        """Exactly ``n`` bytes; asyncio.IncompleteReadError when the body ends before."""
-        chunks = self._chunks
-        if self._on_first_read is None and len(chunks) == 1 and len(chunks[0]) == n:
-            # All of it arrived in one piece (a small answer): taken without waiting.
-            self._size = 0
-            data = chunks.popleft()
-            if self._throttle is not None:
-                self._throttle("body", False)
-            return data
-        parts: list[bytes] = []
-        got = 0
-        while got < n:
-            chunk = await self.read(n - got)
-            if not chunk:
-                raise asyncio.IncompleteReadError(b"".join(parts), n)
-            parts.append(chunk)
-            got += len(chunk)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
-    async def iter_chunked(self, size: int) -> AsyncIterator[bytes]:
-        """The rest of the body, in pieces of at most ``size`` bytes."""
-        while chunk := await self.read(size):
-            yield chunk
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-
-class Request:
-    """One parsed request: its line, its header fields as sent (``raw_headers``; ``headers`` decodes them as
-    Latin-1 on first use) and its body."""
-
-    __slots__ = (
-        "_connection",
-        "_headers",
-        "chunked",
-        "connection_listed",
-        "content",
-        "content_length",
-        "host",
-        "keep_alive",
-        "method",
-        "raw_headers",
-        "raw_path",
-        "remote",
-        "started",
-        "version",
-    )
-    scheme: Final = "http"
-
-    def __init__(
-        self,
-        connection: Connection,
-        *,
-        method: str,
-        raw_path: str,
-        version: str,
-        raw_headers: list[tuple[bytes, bytes]],
-        host: str | None,
-        content_length: int | None,
-        chunked: bool,
-        connection_listed: frozenset[bytes],
-        keep_alive: bool,
-        content: Body,
-    ) -> None:
-        self._connection = connection
-        self.method = method
-        self.raw_path = raw_path
-        self.version = version
-        self.raw_headers = raw_headers
-        self._headers: CIMultiDictProxy[str] | None = None
-        self.host = host
-        self.content_length = content_length
-        self.chunked = chunked
-        # The lower-cased field names the Connection fields list (hop-by-hop for this connection only).
-        self.connection_listed = connection_listed
-        self.keep_alive = keep_alive
-        self.content = content
-        self.remote: str | None = connection.client
-        self.started = False
-
-    @property
-    def headers(self) -> CIMultiDictProxy[str]:
-        if self._headers is None:
-            self._headers = CIMultiDictProxy(
-                CIMultiDict(
-                    (name.decode("latin-1"), value.decode("latin-1")) for name, value in self.raw_headers
-                )
-            )
-        return self._headers
-
-    @property
-    def body_exists(self) -> bool:
-        """Whether the request frames a body (a Content-Length over 0, or chunked)."""
-        return self.chunked or (self.content_length is not None and self.content_length > 0)
-
-    # -- writing an answer piece by piece (the handler then returns STREAMED) ----------------------
-
-    async def start(
-        self, status: int, reason: str | None, headers: Sequence[tuple[str, str]], *, length: int | None
-    ) -> None:
-        """Writes the answer's head. ``length`` None: the body follows chunked (HTTP/1.1 clients) or until
-        the connection closes (HTTP/1.0); a HEAD request or a 1xx/204/304 answer gets no body either way."""
-        self.started = True
-        self._connection.start_answer(self, status, reason, headers, length)
-        await self._connection.drain()
-
-    async def write(self, chunk: bytes) -> None:
-        if chunk:
-            self._connection.write_body(chunk)
-            await self._connection.drain()
-
-    async def finish(self) -> None:
-        self._connection.finish_answer()
-        await self._connection.drain()
-
-    def abort(self) -> None:
-        """Closes the client connection at once (an answer cut short must not look whole)."""
-        self._connection.abort()
 
 
 class Server:
@@ -349,7 +88,7 @@ class Server:
             connection.abort()
 
 
-class Connection(asyncio.Protocol):
+class Connection(HeadParsing, asyncio.Protocol):
     """One client connection: parsing, the bounds of the module docstring, one answer per request."""
 
     def __init__(self, server: Server) -> None:
@@ -369,21 +108,11 @@ class Connection(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._current: Request | None = None  # the request being answered
         self._loop = asyncio.get_running_loop()
-        self._timer: asyncio.TimerHandle | None = None
+        # The header timeout or the keep-alive timeout, whichever runs ("" : none).
         self._timer_kind = ""
-        self._deadline = 0.0
-        # The request being parsed.
-        self._in_head = False
-        self._url = bytearray()
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._host: bytes | None = None
-        self._hosts = 0
-        self._length: bytes | None = None
-        self._chunked = False
-        self._expects = False
-        self._connection_values: list[bytes] = []
-        self._head_size = 0
-        self._parsing: Request | None = None
+        self._deadline = timers.Deadline(self._loop, self._timed_out)
+        self._begin_heads()
+        self._parsing: Request | None = None  # the request whose body is being parsed
         self._stream_chunked = False
         self._stream_body = True
 
@@ -463,41 +192,6 @@ class Connection(asyncio.Protocol):
 
     # -- httptools callbacks -----------------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self._in_head = True
-        self._url.clear()
-        self._headers = []
-        self._host = self._length = None
-        self._hosts = 0
-        self._chunked = self._expects = False
-        self._connection_values = []
-        self._head_size = 0
-
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-        if len(self._url) > self._limits.max_line_size:
-            raise TooLarge("request line")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if len(name) + len(value) + 2 > self._limits.max_field_size:
-            raise TooLarge("header field")
-        if len(self._headers) >= self._limits.max_headers:
-            raise TooLarge("header fields")
-        self._headers.append((name, value))
-        # The fields the activator itself reads, picked up here so that the rest need not be decoded.
-        lowered = name.lower()
-        if lowered == b"host":
-            self._host = value
-            self._hosts += 1
-        elif lowered == b"content-length":
-            self._length = value
-        elif lowered == b"transfer-encoding":
-            self._chunked = True
-        elif lowered == b"expect":
-            self._expects = value.lower() == b"100-continue"
-        elif lowered == b"connection":
-            self._connection_values.append(value)
-
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._disarm()
@@ -553,7 +247,6 @@ class Connection(asyncio.Protocol):
             self._answer_raw(waiting)
             return
         request = self._current = waiting
-        self._disarm_keepalive()
         self._task = self._loop.create_task(self._answer(request))
 
     async def _answer(self, request: Request) -> None:
@@ -583,29 +276,7 @@ class Connection(asyncio.Protocol):
         self._next()
 
     def _write_reply(self, request: Request, reply: Reply) -> None:
-        status = reply.status
-        parts = [_status_line(status, reply.reason)]
-        dated = False
-        for name, value in reply.headers:
-            lowered = name.lower()
-            if lowered == "content-length":
-                continue
-            dated = dated or lowered == "date"
-            parts.append(f"{name}: {value}\r\n".encode("latin-1"))
-        if not dated and not reply.block:
-            parts.append(b"Date: %s\r\n" % _date().encode())
-        parts.append(reply.block)
-        has_body = _may_have_body(status)
-        if has_body:
-            parts.append(b"Content-Length: %d\r\n" % len(reply.body))
-        # A body still arriving when the answer is given is not read on: the connection ends after it.
-        if reply.close or not request.keep_alive or not request.content.is_eof():
-            request.keep_alive = False
-            parts.append(b"Connection: close\r\n")
-        parts.append(b"\r\n")
-        if has_body and request.method != "HEAD":
-            parts.append(reply.body)
-        self.write(b"".join(parts))
+        self.write(render_reply(request, reply))
 
     def start_answer(
         self,
@@ -615,24 +286,10 @@ class Connection(asyncio.Protocol):
         headers: Sequence[tuple[str, str]],
         length: int | None,
     ) -> None:
-        head = [f"HTTP/1.1 {status} {reason or _reason(status)}"]
-        for name, value in headers:
-            if name.lower() not in ("content-length", "transfer-encoding", "connection"):
-                head.append(f"{name}: {value}")
-        self._stream_body = request.method != "HEAD" and _may_have_body(status)
-        self._stream_chunked = False
-        if length is not None:
-            head.append(f"Content-Length: {length}")
-        elif self._stream_body and request.version != "1.0":
-            head.append("Transfer-Encoding: chunked")
-            self._stream_chunked = True
-        elif self._stream_body:
-            request.keep_alive = False  # HTTP/1.0: the body ends when the connection does
-        if not request.keep_alive or not request.content.is_eof():
-            request.keep_alive = False
-            head.append("Connection: close")
-        head.append("\r\n")
-        self.write("\r\n".join(head).encode("latin-1"))
+        head, self._stream_body, self._stream_chunked = render_stream_head(
+            request, status, reason, headers, length
+        )
+        self.write(head)
 
     def write_body(self, chunk: bytes) -> None:
         if not self._stream_body:
@@ -745,11 +402,7 @@ class Connection(asyncio.Protocol):
         self._pending.append(reply)
 
     def _answer_raw(self, reply: Reply) -> None:
-        head = (
-            f"HTTP/1.1 {reply.status} {_reason(reply.status)}\r\nConnection: close\r\n"
-            f"Content-Type: {_TEXT}\r\nContent-Length: {len(reply.body)}\r\nDate: {_date()}\r\n\r\n"
-        )
-        self.write(head.encode("latin-1") + reply.body)
+        self.write(render_refusal(reply))
         self._close_after_answer(lingering=True)
 
     def _answer_and_close(self, status: int, reason: str, text: str) -> None:
@@ -767,40 +420,20 @@ class Connection(asyncio.Protocol):
 
     # -- the timers ----------------------------------------------------------------------------------
 
-    # One timer per connection at most, never cancelled on the request path: arming only moves the deadline
-    # (the timer re-arms itself when it fires early), so a busy kept-alive connection creates no timers.
-
     def _arm(self, kind: str, delay: float) -> None:
-        loop = self._loop
         self._timer_kind = kind
-        self._deadline = deadline = loop.time() + delay
-        if self._timer is None or self._timer.when() > deadline:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = loop.call_at(deadline, self._timed_out)
+        self._deadline.set(self._loop.time() + delay)
 
     def _disarm(self) -> None:
         self._timer_kind = ""
+        self._deadline.clear()
 
     def _cancel_timer(self) -> None:
         self._timer_kind = ""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _disarm_keepalive(self) -> None:
-        if self._timer_kind == "keepalive":
-            self._disarm()
+        self._deadline.cancel()
 
     def _timed_out(self) -> None:
-        self._timer = None
-        kind = self._timer_kind
-        if not kind:
-            return
-        if self._loop.time() < self._deadline:
-            self._timer = self._loop.call_at(self._deadline, self._timed_out)
-            return
-        self._timer_kind = ""
+        kind, self._timer_kind = self._timer_kind, ""
         if self._transport is None or self._transport.is_closing():
             return
         if kind == "keepalive":
@@ -812,32 +445,3 @@ class Connection(asyncio.Protocol):
         self._answer_and_close(
             408, "Request Timeout", f"request line and headers not received within {timeout:g}s"
         )
-
-
-@functools.lru_cache(maxsize=256)
-def _status_line(status: int, reason: str | None) -> bytes:
-    return f"HTTP/1.1 {status} {reason or _reason(status)}\r\n".encode("latin-1")
-
-
-def _may_have_body(status: int) -> bool:
-    return status >= 200 and status not in (204, 304)
-
-
-@functools.lru_cache(maxsize=128)
-def _reason(status: int) -> str:
-    try:
-        return http.HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"
-
-
-_date_cache: list[object] = [0, ""]
-
-
-def _date() -> str:
-    """The Date header's value, formatted once per second."""
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache[0] = now
-        _date_cache[1] = email.utils.formatdate(now, usegmt=True)
-    return cast(str, _date_cache[1])

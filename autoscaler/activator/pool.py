@@ -4,11 +4,9 @@ Each endpoint address has its own bounded pool: at most ``limit`` connections op
 them all busy waits, up to ``wait_timeout``, for one to come free); an idle connection is reused (the most
 recently used first) and closed after ``keepalive`` seconds unused. One request at a time per connection.
 
-The request head is written from headers the activator's server already parsed and checked; the answer is
-parsed by httptools (llhttp) as it arrives, its body read through an ``http1.Body`` (the socket stops being
-read while a large body waits unread), and no read may wait longer than the read timeout. A request sent on a
-reused connection that the endpoint had closed meanwhile (nothing came back) is sent once more on a new
-connection when its method is idempotent, as aiohttp's client does. HEAD requests are not sent here.
+Each connection is an ``upstream.Connection`` (the request written, the answer parsed by httptools). A request
+sent on a reused connection that the endpoint had closed meanwhile (nothing came back) is sent once more on a
+new connection when its method is idempotent, as aiohttp's client does. HEAD requests are not sent here.
 """
 
 from __future__ import annotations
@@ -16,247 +14,31 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Iterable
+import functools
 from dataclasses import dataclass, field
-from typing import NamedTuple, cast
 
-import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from autoscaler import errors
-from autoscaler.activator import endpoints, http1
+from autoscaler.activator import endpoints, messages, timers, upstream
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
+
+UpstreamTimeout = upstream.UpstreamTimeout
 
 
 class ConnectFailed(errors.UpstreamError):
     """No connection to the endpoint could be made; nothing of the request was sent."""
 
 
-class UpstreamTimeout(errors.UpstreamError):
-    """The endpoint did not accept the connection or answer in time."""
-
-
-class UpstreamClosed(errors.UpstreamError):
-    """The endpoint closed the connection before any byte of its answer came."""
-
-
-class _HeadOnly(Exception):
-    """Stops parsing at the end of a head that has no body to follow."""
-
-
-class _Head(NamedTuple):
-    status: int
-    reason: str | None
-    raw_headers: list[tuple[bytes, bytes]]
-    block: bytes
-    content_length: int | None
-    body: http1.Body
-
-
-class _Endpoint(asyncio.Protocol):
-    """One connection to an endpoint: one request at a time written, its answer parsed as it arrives."""
-
-    def __init__(self) -> None:
-        self._parser = httptools.HttpResponseParser(self)
-        self.transport: asyncio.Transport | None = None
-        self.should_close = False
-        self._head: asyncio.Future[_Head] | None = None
-        self._body: http1.Body | None = None
-        self._reason = bytearray()
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._length: bytes | None = None
-        self._chunked = False
-        self._connection_values: list[bytes] = []
-        self._block: list[bytes] = []
-        self._block_names: list[bytes] = []
-        self._status = 0
-        self._until_eof = False
-        self._received = False
-        self._timer: asyncio.TimerHandle | None = None
-        self._timeout = 0.0
-        self._last_read = 0.0
-        self._waiting = False
-        self._loop = asyncio.get_running_loop()
-
-    def is_connected(self) -> bool:
-        return self.transport is not None and not self.transport.is_closing()
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-    # -- one exchange ------------------------------------------------------------------------------
-
-    async def send(self, data: Iterable[bytes], *, read_timeout: float) -> _Head:
-        """Writes a request and returns its answer's head; the body follows in ``_Head.body``.
-
-        Raises UpstreamClosed (nothing came back), UpstreamTimeout, or UpstreamError.
-        """
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            raise UpstreamClosed("the connection was closed")
-        head: asyncio.Future[_Head] = self._loop.create_future()
-        self._head = head
-        self._received = False
-        self._timeout = read_timeout
-        self._last_read = now = self._loop.time()
-        self._waiting = True
-        if self._timer is None or self._timer.when() > now + read_timeout:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = self._loop.call_at(now + read_timeout, self._check_timeout)
-        transport.writelines(data)
-        try:
-            return await head
-        finally:
-            self._head = None
-
-    # One timer per connection, kept across exchanges: it re-arms itself while bytes come or an exchange
-    # started after it was set, so that an exchange creates no timer of its own.
-
-    def _check_timeout(self) -> None:
-        """Fails the exchange when nothing was read for the read timeout."""
-        self._timer = None
-        if not self._waiting:
-            return
-        idle = self._loop.time() - self._last_read
-        if idle < self._timeout:
-            self._timer = self._loop.call_later(self._timeout - idle, self._check_timeout)
-            return
-        self._fail(UpstreamTimeout(f"no answer for {self._timeout:g}s"))
-
-    def _done(self) -> None:
-        self._waiting = False
-
-    def _fail(self, error: errors.UpstreamError) -> None:
-        self._done()
-        self.should_close = True
-        if self._head is not None and not self._head.done():
-            self._head.set_exception(error)
-        if self._body is not None:
-            self._body.fail(error)
-            self._body = None
-        self.close()
-
-    # -- asyncio.Protocol --------------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self.transport = None
-        self.should_close = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._body is not None and self._until_eof:
-            self._on_complete()  # a body without a length ends with the connection
-            return
-        if self._head is not None and not self._received:
-            self._fail(UpstreamClosed(f"the endpoint closed the connection: {exc!r}" if exc else "closed"))
-        elif self._head is not None or self._body is not None:
-            self._fail(errors.UpstreamError("the endpoint closed the connection mid-answer"))
-
-    def data_received(self, data: bytes) -> None:
-        self._received = True
-        self._last_read = self._loop.time()
-        if self._head is None and self._body is None:
-            self._fail(errors.UpstreamError("the endpoint sent bytes no request asked for"))
-            return
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserCallbackError as exc:
-            if not isinstance(exc.__context__, _HeadOnly):
-                raise
-            self._parser = httptools.HttpResponseParser(self)
-        except httptools.HttpParserError as exc:
-            self._fail(errors.UpstreamError(f"the endpoint's answer is not HTTP/1.1: {exc}"))
-
-    def throttle(self, reason: str, paused: bool) -> None:
-        if self.transport is None or self.transport.is_closing():
-            return
-        if paused:
-            self.transport.pause_reading()
-        else:
-            self.transport.resume_reading()
-
-    # -- httptools callbacks -----------------------------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        self._reason.clear()
-        self._headers = []
-        self._length = None
-        self._chunked = False
-        self._connection_values = []
-        self._block = []
-        self._block_names = []
-
-    def on_status(self, reason: bytes) -> None:
-        self._reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
-        lowered = name.lower()
-        if lowered == b"content-length":
-            self._length = value
-        elif lowered == b"transfer-encoding":
-            self._chunked = self._chunked or b"chunked" in value.lower()
-        elif lowered == b"connection":
-            self._connection_values.append(value)
-        elif lowered not in http1.HOP_BY_HOP_BYTES and not lowered.startswith(b"proxy-"):
-            # The end-to-end fields as the client gets them, but the framing (the activator's own).
-            self._block.append(b"%s: %s\r\n" % (name, value))
-            self._block_names.append(lowered)
-
-    def on_headers_complete(self) -> None:
-        status = self._status = self._parser.get_status_code()
-        if 100 <= status < 200 and status != 101:
-            return  # an interim answer: the final one follows
-        no_body = status in (204, 304) or status < 200
-        length = self._length
-        self._until_eof = not no_body and not self._chunked and length is None
-        body = self._body = http1.Body(self.throttle, eof=no_body)
-        if self._head is not None and not self._head.done():
-            declared = int(length) if length is not None and length.isdigit() else None
-            reason = self._reason.decode("latin-1") or None
-            block = self._block
-            if self._connection_values:  # rare: fields the Connection field names are hop-by-hop too
-                listed = http1.listed_tokens(self._connection_values)
-                block = [
-                    line for line, name in zip(block, self._block_names, strict=True) if name not in listed
-                ]
-            head = _Head(status, reason, self._headers, b"".join(block), declared, body)
-            self._head.set_result(head)
-        if no_body:
-            self._on_complete(keep=self._parser.should_keep_alive())
-            raise _HeadOnly()
-
-    def on_body(self, data: bytes) -> None:
-        if self._body is not None:
-            self._body.feed(data)
-
-    def on_message_complete(self) -> None:
-        if 100 <= self._status < 200 and self._status != 101:
-            return
-        self._on_complete(keep=self._parser.should_keep_alive())
-
-    def _on_complete(self, *, keep: bool = False) -> None:
-        self._done()
-        self.should_close = self.should_close or not keep
-        body, self._body = self._body, None
-        if body is not None:
-            body.feed_eof()
-
-
 @dataclass(eq=False, slots=True)
 class _Connection:
-    protocol: _Endpoint
+    protocol: upstream.Connection
     address: endpoints.Address
     reused: bool = False
-    # The keep-alive timer: set once, re-armed when it fires while the connection was used meanwhile.
-    idle: asyncio.TimerHandle | None = None
-    released_at: float = 0.0
+    # Due the keep-alive time after the last release; made at the first.
+    idle: timers.Deadline | None = None
 
 
 @dataclass(slots=True)
@@ -333,7 +115,7 @@ class Pool:
         endpoint.open += 1
         try:
             async with asyncio.timeout(self._connect_timeout):
-                _, protocol = await loop.create_connection(_Endpoint, address.ip, address.port)
+                _, protocol = await loop.create_connection(upstream.Connection, address.ip, address.port)
         except TimeoutError:
             self._left(address, endpoint)
             raise UpstreamTimeout(f"{address} did not accept a connection in time") from None
@@ -354,9 +136,9 @@ class Pool:
         protocol = conn.protocol
         if keep and not self._closed and protocol.is_connected() and not protocol.should_close:
             loop = asyncio.get_running_loop()
-            conn.released_at = now = loop.time()
             if conn.idle is None:
-                conn.idle = loop.call_at(now + self._keepalive, self._expire, conn)
+                conn.idle = timers.Deadline(loop, functools.partial(self._expire, conn))
+            conn.idle.set(loop.time() + self._keepalive)
             endpoint.idle.append(conn)
             self._wake(endpoint)
             return
@@ -365,7 +147,6 @@ class Pool:
     def _discard(self, conn: _Connection, endpoint: _Pooled) -> None:
         if conn.idle is not None:
             conn.idle.cancel()
-            conn.idle = None
         conn.protocol.close()
         self._left(conn.address, endpoint)
 
@@ -384,18 +165,12 @@ class Pool:
         return False
 
     def _expire(self, conn: _Connection) -> None:
-        """Closes ``conn`` when it has been idle for the keep-alive time; else waits for the rest of it."""
-        conn.idle = None
+        """Closes ``conn``, idle for the keep-alive time since its last release, unless it is in use again
+        (its next release sets the deadline again) or gone."""
         endpoint = self._endpoints.get(conn.address)
-        if endpoint is None or conn not in endpoint.idle:
-            return  # in use (its release sets the timer again) or gone
-        loop = asyncio.get_running_loop()
-        due = conn.released_at + self._keepalive
-        if loop.time() < due:
-            conn.idle = loop.call_at(due, self._expire, conn)
-            return
-        endpoint.idle.remove(conn)
-        self._discard(conn, endpoint)
+        if endpoint is not None and conn in endpoint.idle:
+            endpoint.idle.remove(conn)
+            self._discard(conn, endpoint)
 
     def close(self) -> None:
         """Closes every idle connection; connections in use close when released."""
@@ -424,7 +199,7 @@ class Answer:
         "status",
     )
 
-    def __init__(self, pool: Pool, conn: _Connection, head: _Head) -> None:
+    def __init__(self, pool: Pool, conn: _Connection, head: upstream.Head) -> None:
         self._pool = pool
         self._conn: _Connection | None = conn
         self.status: int = head.status
@@ -434,7 +209,7 @@ class Answer:
         self.block = head.block
         self._headers: CIMultiDictProxy[str] | None = None
         self.content_length = head.content_length
-        self.content: http1.Body = head.body
+        self.content: messages.Body = head.body
 
     @property
     def headers(self) -> CIMultiDictProxy[str]:
@@ -474,7 +249,7 @@ async def exchange(
         conn = pool.idle(address) or await pool.acquire(address)
         try:
             answered = await conn.protocol.send((head, body) if body else (head,), read_timeout=read_timeout)
-        except UpstreamClosed as exc:
+        except upstream.UpstreamClosed as exc:
             pool.release(conn, keep=False)
             if conn.reused and attempt + 1 < attempts:
                 continue  # the endpoint had closed this idle connection: once more on a new one

@@ -1,13 +1,12 @@
-"""Forwarding one request to one endpoint address with aiohttp, and relaying the response.
+"""Forwarding one request to one endpoint address and relaying the response: over the pool's own connections
+when the body is absent or small, through aiohttp's client when it streams; bodies within size bounds.
 
-Hop-by-hop headers are dropped both ways, X-Forwarded-* added, bodies streamed within size bounds.
-Only the given endpoint address is ever connected to: the request target is used as a path, never as a URL.
+Which fields cross, both ways, is ``fields``'. Only the given endpoint address is ever connected to.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import io
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -15,13 +14,11 @@ from typing import Any, NamedTuple, Protocol
 
 import aiohttp
 from aiohttp import hdrs
-from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
+from multidict import CIMultiDictProxy
 
 from autoscaler import errors
-from autoscaler.activator import endpoints, http1, pool
+from autoscaler.activator import endpoints, fields, messages, pool
 
-HOP_BY_HOP = http1.HOP_BY_HOP
 _CHUNK = 64 * 1024
 _INLINE_BODY = 512 * 1024
 # Responses up to this declared length are read whole and sent in one write (head and body together);
@@ -56,7 +53,7 @@ UpstreamTimeout = pool.UpstreamTimeout
 
 
 class BodyReader(Protocol):
-    """A response body as it arrives (the pool's http1.Body, or aiohttp's StreamReader)."""
+    """A response body as it arrives (the pool's messages.Body, or aiohttp's StreamReader)."""
 
     async def readexactly(self, n: int) -> bytes: ...
     def iter_chunked(self, n: int) -> AsyncIterator[bytes]: ...
@@ -98,147 +95,7 @@ class Limits:
     max_connections_per_endpoint: int = 100
 
 
-def end_to_end(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
-    """The headers without hop-by-hop ones: the fixed set, ``Proxy-*``, and those Connection names."""
-    listed = {
-        token.strip().lower() for value in headers.getall(hdrs.CONNECTION, ()) for token in value.split(",")
-    }
-    kept: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers.items():
-        lowered = name.lower()
-        if lowered in HOP_BY_HOP or lowered in listed or lowered.startswith("proxy-"):
-            continue
-        kept.add(name, value)
-    return kept
-
-
-_HOP_BY_HOP_BYTES = http1.HOP_BY_HOP_BYTES
-
-
-def _connection_listed(raw: Sequence[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    """The lower-cased field names the Connection fields list (hop-by-hop too)."""
-    return http1.listed_tokens([value for name, value in raw if name.lower() == b"connection"])
-
-
-def end_to_end_block(raw: Sequence[tuple[bytes, bytes]], *, drop: frozenset[bytes] = frozenset()) -> bytes:
-    """The end-to-end fields of ``raw`` (as ``end_to_end`` keeps them, and without ``drop``), rendered as
-    header lines each ending in CRLF, names and values as they came."""
-    listed = _connection_listed(raw)
-    kept = [
-        b"%s: %s\r\n" % (name, value)
-        for name, value in raw
-        if (lowered := name.lower()) not in _HOP_BY_HOP_BYTES
-        and lowered not in listed
-        and lowered not in drop
-        and not lowered.startswith(b"proxy-")
-    ]
-    return b"".join(kept)
-
-
-_FRAMING = frozenset({b"content-length"})
-
-
-def pooled_head(request: http1.Request, body_length: int | None, authority: str, target: str) -> bytes:
-    """The head the endpoint receives over the pool, from the fields as the client sent them: the same fields
-    and order ``request_headers`` gives, then Content-Length (``body_length``; None: none) and Host when the
-    client sent none."""
-    raw = request.raw_headers
-    listed = request.connection_listed
-    lines = [b"%s %s HTTP/1.1\r\n" % (request.method.encode("latin-1"), target.encode("latin-1"))]
-    earlier: list[bytes] = []
-    proto = forwarded_host = host = length_written = False
-    for name, value in raw:
-        lowered = name.lower()
-        if lowered in _HOP_BY_HOP_BYTES or lowered in listed or lowered.startswith(b"proxy-"):
-            continue
-        if lowered == b"expect":
-            continue
-        if lowered == b"x-forwarded-for":
-            earlier.append(value)
-            continue
-        if lowered == b"content-length":
-            if body_length is not None and not length_written:
-                lines.append(b"%s: %d\r\n" % (name, body_length))
-                length_written = True
-            continue
-        proto = proto or lowered == b"x-forwarded-proto"
-        forwarded_host = forwarded_host or lowered == b"x-forwarded-host"
-        host = host or lowered == b"host"
-        lines.append(b"%s: %s\r\n" % (name, value))
-    client = request.remote
-    chain = b", ".join(earlier)
-    if client:
-        peer = client.encode("latin-1")
-        lines.append(b"X-Forwarded-For: %s\r\n" % (chain + b", " + peer if chain else peer))
-    elif earlier:
-        lines.append(b"X-Forwarded-For: %s\r\n" % chain)
-    if not proto:
-        lines.append(b"X-Forwarded-Proto: %s\r\n" % request.scheme.encode())
-    if not forwarded_host and request.host is not None:
-        lines.append(b"X-Forwarded-Host: %s\r\n" % request.host.encode("latin-1"))
-    if body_length is not None and not length_written:
-        lines.append(b"Content-Length: %d\r\n" % body_length)
-    if not host:
-        lines.append(b"Host: %s\r\n" % authority.encode("latin-1"))
-    lines.append(b"\r\n")
-    return b"".join(lines)
-
-
-def request_headers(request: http1.Request) -> CIMultiDict[str]:
-    """What the endpoint receives: the client's end-to-end headers plus X-Forwarded-For/Proto/Host.
-
-    Expect is dropped too: the activator itself answered ``100 Continue``.
-    """
-    headers = end_to_end(request.headers)
-    headers.popall(hdrs.EXPECT, None)
-    client = request.remote
-    if client:
-        earlier = ", ".join(headers.popall(hdrs.X_FORWARDED_FOR, ()))
-        headers[hdrs.X_FORWARDED_FOR] = f"{earlier}, {client}" if earlier else client
-    headers.setdefault(hdrs.X_FORWARDED_PROTO, request.scheme)
-    host = request.headers.get(hdrs.HOST)
-    if host is not None:
-        headers.setdefault(hdrs.X_FORWARDED_HOST, host)
-    return headers
-
-
-def _spelled_once(headers: CIMultiDict[str]) -> CIMultiDict[str]:
-    """The fields with every repetition of a name spelled as its first occurrence: aiohttp's client merges
-    a field into an earlier one of the same name spelled in another case (``X-A`` then ``x-a``: only the
-    second is sent), which would drop a field line."""
-    first: dict[str, str] = {}
-    spelled: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers.items():
-        spelled.add(first.setdefault(name.lower(), name), value)
-    return spelled
-
-
-def forwarded_target(target: str) -> str:
-    """The origin-form request target as the endpoint receives it: as sent, except that an empty query (a
-    bare '?') is dropped. ValueError for a target that is not origin-form."""
-    if not target.startswith("/"):
-        raise ValueError(f"request target {target!r} is not origin-form")
-    return target[:-1] if target.endswith("?") and target.count("?") == 1 else target
-
-
-def upstream_url(address: endpoints.Address, target: str) -> URL:
-    """The endpoint's URL for an origin-form request target: only the address decides where it goes.
-
-    The target is kept as sent (no normalization), except that an empty query (a bare '?') is dropped.
-    """
-    path, _, query = forwarded_target(target).partition("?")
-    return URL.build(
-        scheme="http", authority=_authority(address), path=path, query_string=query, encoded=True
-    )
-
-
-@functools.lru_cache(maxsize=4096)
-def _authority(address: endpoints.Address) -> str:
-    """``ip:port`` as a URL writes it (IPv6 in brackets), computed once per address."""
-    return URL.build(scheme="http", host=address.ip, port=address.port).raw_authority
-
-
-async def body_chunks(request: http1.Request, *, idle_timeout: float) -> AsyncIterator[bytes]:
+async def body_chunks(request: messages.Request, *, idle_timeout: float) -> AsyncIterator[bytes]:
     """The request body as it arrives; BodyStalled when no byte comes for ``idle_timeout`` seconds."""
     while True:
         try:
@@ -246,14 +103,14 @@ async def body_chunks(request: http1.Request, *, idle_timeout: float) -> AsyncIt
                 chunk = await request.content.read(_CHUNK)
         except TimeoutError:
             raise BodyStalled(f"request body paused for more than {idle_timeout:g}s") from None
-        except http1.BodyMalformed as exc:
+        except messages.BodyMalformed as exc:
             raise BodyMalformed(f"malformed request body: {exc}") from None
         if not chunk:
             return
         yield chunk
 
 
-async def read_body(request: http1.Request, *, limit: int, idle_timeout: float) -> bytes:
+async def read_body(request: messages.Request, *, limit: int, idle_timeout: float) -> bytes:
     """The whole request body; BodyTooLarge past ``limit`` bytes, BodyStalled on a pause."""
     chunks: list[bytes] = []
     size = 0
@@ -268,7 +125,7 @@ async def read_body(request: http1.Request, *, limit: int, idle_timeout: float) 
 class _StreamedBody:
     """Streams the request body to the endpoint, counting bytes, refusing to go past the limit."""
 
-    def __init__(self, request: http1.Request, limit: int, idle_timeout: float) -> None:
+    def __init__(self, request: messages.Request, limit: int, idle_timeout: float) -> None:
         self._request = request
         self._limit = limit
         self._idle_timeout = idle_timeout
@@ -297,7 +154,7 @@ class Relayed(NamedTuple):
     """A response relayed to the client (``answer``: a whole Reply still to be written, or STREAMED, written);
     ``cut`` says why it was cut short, None when it is whole."""
 
-    answer: http1.Answer
+    answer: messages.Answer
     status: int
     cut: str | None
 
@@ -360,7 +217,7 @@ class Forwarder:
             self._session = None
 
     async def send(
-        self, *, request: http1.Request, address: endpoints.Address, body: bytes | None
+        self, *, request: messages.Request, address: endpoints.Address, body: bytes | None
     ) -> Upstream:
         """Sends the request to ``address`` and returns its response once the headers arrived.
 
@@ -382,8 +239,8 @@ class Forwarder:
         try:
             return await self._client().request(
                 request.method,
-                upstream_url(address, request.raw_path),
-                headers=_spelled_once(request_headers(request)),
+                fields.upstream_url(address, request.raw_path),
+                headers=fields.spelled_once(fields.request_headers(request)),
                 data=data,
                 allow_redirects=False,
                 compress=False,
@@ -405,7 +262,7 @@ class Forwarder:
                 raise BodyTooLarge(f"request body exceeds {self._limits.max_request_body} bytes") from exc
             raise errors.UpstreamError(f"{address} failed: {exc}") from exc
 
-    async def small_body(self, request: http1.Request, body: bytes | None) -> bytes | None:
+    async def small_body(self, request: messages.Request, body: bytes | None) -> bytes | None:
         """``body``, or the client's body read whole when it declares at most 64 KiB (so that it takes the
         fast path and can be sent again), or None: to be streamed. Raises BodyTooLarge, BodyStalled."""
         if body is not None or not self._owned or not request.body_exists:
@@ -417,14 +274,14 @@ class Forwarder:
         return await read_body(request, limit=limit, idle_timeout=idle)
 
     async def _send_pooled(
-        self, request: http1.Request, address: endpoints.Address, body: bytes | None
+        self, request: messages.Request, address: endpoints.Address, body: bytes | None
     ) -> pool.Answer:
         sends_length = body or request.content_length is not None or request.method in _BODY_METHODS
-        head = pooled_head(
+        head = fields.pooled_head(
             request,
             len(body or b"") if sends_length else None,
-            _authority(address),
-            forwarded_target(request.raw_path),
+            fields.authority(address),
+            fields.forwarded_target(request.raw_path),
         )
         return await pool.exchange(
             self._pool,
@@ -435,7 +292,7 @@ class Forwarder:
             read_timeout=self._limits.read_timeout,
         )
 
-    async def relay(self, *, request: http1.Request, upstream: Upstream) -> Relayed:
+    async def relay(self, *, request: messages.Request, upstream: Upstream) -> Relayed:
         """Streams the endpoint's response to the client.
 
         Raises ResponseTooLarge, before anything was sent, when the declared length is over the bound. A
@@ -456,15 +313,15 @@ class Forwarder:
                 size += len(chunk)
                 if size > limit:
                     request.abort()
-                    return Relayed(http1.STREAMED, status, cut=f"response body exceeds {limit} bytes")
+                    return Relayed(messages.STREAMED, status, cut=f"response body exceeds {limit} bytes")
                 await request.write(chunk)
         except (TimeoutError, aiohttp.ClientError, errors.UpstreamError) as exc:
             request.abort()
-            return Relayed(http1.STREAMED, status, cut=f"response body failed: {exc!r}")
+            return Relayed(messages.STREAMED, status, cut=f"response body failed: {exc!r}")
         await request.finish()
-        return Relayed(http1.STREAMED, status, cut=None)
+        return Relayed(messages.STREAMED, status, cut=None)
 
-    async def _relay_whole(self, request: http1.Request, upstream: Upstream, declared: int) -> Relayed:
+    async def _relay_whole(self, request: messages.Request, upstream: Upstream, declared: int) -> Relayed:
         """A small response of declared length, read whole first, so that its head and body go to the
         client in one write. A body that fails or comes out short cuts the client connection after the
         head, as when streaming."""
@@ -474,20 +331,20 @@ class Forwarder:
         except (TimeoutError, aiohttp.ClientError, asyncio.IncompleteReadError, errors.UpstreamError) as exc:
             await request.start(status, upstream.reason, _response_headers(upstream), length=declared)
             request.abort()
-            return Relayed(http1.STREAMED, status, cut=f"response body failed: {exc!r}")
+            return Relayed(messages.STREAMED, status, cut=f"response body failed: {exc!r}")
         if isinstance(upstream, pool.Answer):
             block = upstream.block  # rendered while its head was parsed
         else:
-            block = end_to_end_block(upstream.raw_headers, drop=_FRAMING)
-        whole = http1.Reply(status, body, reason=upstream.reason, block=block)
+            block = fields.end_to_end_block(upstream.raw_headers, drop=fields.FRAMING)
+        whole = messages.Reply(status, body, reason=upstream.reason, block=block)
         return Relayed(whole, status, cut=None)
 
 
 def _response_headers(upstream: Upstream) -> list[tuple[str, str]]:
     """The endpoint's headers the client receives: the end-to-end ones (the framing is the activator's)."""
-    return list(end_to_end(upstream.headers).items())
+    return list(fields.end_to_end(upstream.headers).items())
 
 
-def _has_body(request: http1.Request, status: int) -> bool:
+def _has_body(request: messages.Request, status: int) -> bool:
     """Whether a response of ``status`` to ``request`` carries the body its Content-Length declares."""
     return request.method != hdrs.METH_HEAD and status >= 200 and status not in (204, 304)

@@ -23,6 +23,7 @@ from autoscaler.activator import (
     endpoints,
     guard,
     http1,
+    messages,
     probing,
     proxy,
     reporter,
@@ -175,7 +176,7 @@ class Activator:
 
     # -- the request path -------------------------------------------------------------------------
 
-    async def handle(self, request: http1.Request) -> http1.Answer:
+    async def handle(self, request: messages.Request) -> messages.Answer:
         """Answers one request exactly once: forwarded to a ready endpoint, or refused with a reason.
 
         A defect raises: the server answers 500, counts it and logs the traceback (``http1``).
@@ -212,8 +213,8 @@ class Activator:
             return self.reply(target, 503, f"the activator is overloaded: {exc}", retry_after=True)
 
     async def _held(
-        self, request: http1.Request, route: routing.Route, ticket: buffer.Ticket
-    ) -> http1.Answer:
+        self, request: messages.Request, route: routing.Route, ticket: buffer.Ticket
+    ) -> messages.Answer:
         target = route.target
         body: bytes | None = None
         if route.cloudevents.enabled:
@@ -250,8 +251,8 @@ class Activator:
         return await self._forward(request, route, grant.lease, body)
 
     async def _forward(
-        self, request: http1.Request, route: routing.Route, lease: endpoints.Lease, body: bytes | None
-    ) -> http1.Answer:
+        self, request: messages.Request, route: routing.Route, lease: endpoints.Lease, body: bytes | None
+    ) -> messages.Answer:
         target = route.target
         active = lease
         try:
@@ -284,7 +285,7 @@ class Activator:
             active.release()
 
     async def _send(
-        self, request: http1.Request, target: TargetKey, lease: endpoints.Lease, body: bytes | None
+        self, request: messages.Request, target: TargetKey, lease: endpoints.Lease, body: bytes | None
     ) -> tuple[proxy.Upstream, endpoints.Lease]:
         """Sends to the leased endpoint; when the connection is refused (nothing was sent: a pod that
         has just started may not listen yet), once more after a short backoff to a freshly picked one."""
@@ -346,7 +347,7 @@ class Activator:
         if self.prober is not None:
             self.prober.wake(target)
 
-    def _body_failed(self, target: TargetKey, exc: proxy.BodyFailed) -> http1.Reply:
+    def _body_failed(self, target: TargetKey, exc: proxy.BodyFailed) -> messages.Reply:
         """A body that stalled (408) or broke its framing (400): no activity of the target's, answered."""
         if isinstance(exc, proxy.BodyStalled):
             _bound(target).info(ActivatorLog.REQUEST_STALLED, stage="body", error=str(exc))
@@ -360,7 +361,7 @@ class Activator:
     def _too_large(self) -> str:
         return f"request body larger than {self._limits.max_request_body} bytes"
 
-    def _upstream_failed(self, target: TargetKey, status: int, exc: Exception) -> http1.Reply:
+    def _upstream_failed(self, target: TargetKey, status: int, exc: Exception) -> messages.Reply:
         _bound(target).warning(ActivatorLog.UPSTREAM_FAILED, status=status, error=str(exc))
         return self.reply(target, status, f"upstream failed: {exc}")
 
@@ -372,10 +373,10 @@ class Activator:
         *,
         retry_after: bool = False,
         close: bool = False,
-    ) -> http1.Reply:
+    ) -> messages.Reply:
         headers = ((hdrs.RETRY_AFTER, str(RETRY_AFTER_SECONDS)),) if retry_after else ()
         self.metrics.response(target, status)
-        return http1.text_reply(status, reason, headers=headers, close=close)
+        return messages.text_reply(status, reason, headers=headers, close=close)
 
 
 def build_server(activator: Activator) -> http1.Server:

@@ -14,7 +14,7 @@ import pytest
 import structlog.testing
 from prometheus_client import CollectorRegistry
 
-from autoscaler.activator import guard, http1
+from autoscaler.activator import guard, http1, messages
 from autoscaler.activator import metrics as activator_metrics
 from autoscaler.observability.log_events import ActivatorLog
 from tests.unit.activator import helpers
@@ -35,7 +35,7 @@ class Served:
 
 
 @asynccontextmanager
-async def serving(handler: http1.Handler, **limits: Any) -> AsyncIterator[Served]:
+async def serving(handler: messages.Handler, **limits: Any) -> AsyncIterator[Served]:
     """``handler`` behind an ``http1.Server`` with ``guard.ConnectionLimits(**limits)`` on 127.0.0.1."""
     registry = CollectorRegistry()
     server = http1.Server(
@@ -101,7 +101,7 @@ async def read_to_end(reader: asyncio.StreamReader) -> bytes:
         return await reader.read(-1)
 
 
-async def read_whole(body: http1.Body) -> bytes:
+async def read_whole(body: messages.Body) -> bytes:
     parts = []
     while chunk := await body.read():
         parts.append(chunk)
@@ -116,8 +116,8 @@ def responses(served: Served, status: int) -> float:
     return found or 0.0
 
 
-async def echo_path(request: http1.Request) -> http1.Answer:
-    return http1.Reply(200, request.raw_path.encode())
+async def echo_path(request: messages.Request) -> messages.Answer:
+    return messages.Reply(200, request.raw_path.encode())
 
 
 # -- pipelining ----------------------------------------------------------------------------------------------
@@ -129,7 +129,7 @@ async def test_pipelined_requests_are_handled_one_at_a_time_and_answered_in_orde
     started: list[str] = []
     active = most_active = 0
 
-    async def handle(request: http1.Request) -> http1.Answer:
+    async def handle(request: messages.Request) -> messages.Answer:
         nonlocal active, most_active
         started.append(request.raw_path)
         active += 1
@@ -139,7 +139,7 @@ async def test_pipelined_requests_are_handled_one_at_a_time_and_answered_in_orde
                 await gates[request.raw_path].wait()
         finally:
             active -= 1
-        return http1.Reply(200, request.raw_path.encode())
+        return messages.Reply(200, request.raw_path.encode())
 
     async with serving(handle) as served, connected(served.port) as (reader, writer):
         writer.write(get("/one") + get("/two") + get("/three"))
@@ -210,10 +210,10 @@ async def test_a_body_that_arrived_whole_but_was_left_unread_does_not_stop_the_n
 async def test_a_body_that_arrived_whole_but_was_left_unread_does_not_stop_the_next_request(
     size: int,
 ) -> None:
-    async def handle(request: http1.Request) -> http1.Answer:
+    async def handle(request: messages.Request) -> messages.Answer:
         if request.raw_path == "/posted":
             await helpers.eventually(request.content.is_eof)
-        return http1.Reply(200, request.raw_path.encode())
+        return messages.Reply(200, request.raw_path.encode())
 
     async with serving(handle) as served, connected(served.port) as (reader, writer):
         writer.write(get("/posted", method="POST", extra=b"Content-Length: %d\r\n" % size) + b"x" * size)
@@ -229,8 +229,8 @@ async def test_a_body_that_arrived_whole_but_was_left_unread_does_not_stop_the_n
 
 
 async def test_an_answer_given_before_the_body_arrived_says_it_closes_the_connection_and_does() -> None:
-    async def handle(request: http1.Request) -> http1.Answer:
-        return http1.Reply(404, b"nothing here")
+    async def handle(request: messages.Request) -> messages.Answer:
+        return messages.Reply(404, b"nothing here")
 
     async with serving(handle, lingering_time=0.2) as served, connected(served.port) as (reader, writer):
         writer.write(get("/", method="POST", extra=b"Content-Length: 1000\r\n") + b"0123456789")
@@ -249,11 +249,11 @@ async def test_100_continue_is_sent_only_when_the_handler_first_reads_the_body_t
     handling = asyncio.Event()
     go_on = asyncio.Event()
 
-    async def handle(request: http1.Request) -> http1.Answer:
+    async def handle(request: messages.Request) -> messages.Answer:
         handling.set()
         await go_on.wait()
         body = await read_whole(request.content)
-        return http1.Reply(200, b"got " + body)
+        return messages.Reply(200, b"got " + body)
 
     async with serving(handle) as served, connected(served.port) as (reader, writer):
         writer.write(get("/", method="POST", extra=b"Expect: 100-continue\r\nContent-Length: 5\r\n"))
@@ -272,8 +272,8 @@ async def test_100_continue_is_sent_only_when_the_handler_first_reads_the_body_t
 
 
 async def test_a_handler_that_answers_without_reading_the_body_sends_no_100_continue() -> None:
-    async def handle(request: http1.Request) -> http1.Answer:
-        return http1.Reply(417, b"not wanted")
+    async def handle(request: messages.Request) -> messages.Answer:
+        return messages.Reply(417, b"not wanted")
 
     async with serving(handle, lingering_time=0.2) as served, connected(served.port) as (reader, writer):
         writer.write(get("/", method="POST", extra=b"Expect: 100-continue\r\nContent-Length: 5\r\n"))
@@ -289,9 +289,9 @@ async def test_a_handler_that_answers_without_reading_the_body_sends_no_100_cont
 async def test_a_chunked_body_reaches_the_handler_decoded_and_whole_and_an_empty_one_frames_no_body() -> None:
     seen: list[tuple[bool, bytes]] = []
 
-    async def handle(request: http1.Request) -> http1.Answer:
+    async def handle(request: messages.Request) -> messages.Answer:
         seen.append((request.body_exists, await read_whole(request.content)))
-        return http1.Reply(200, b"ok")
+        return messages.Reply(200, b"ok")
 
     async with serving(handle) as served, connected(served.port) as (reader, writer):
         writer.write(get("/", method="POST", extra=b"Transfer-Encoding: chunked\r\n") + b"5\r\nhello\r\n")
@@ -306,14 +306,14 @@ async def test_a_chunked_body_reaches_the_handler_decoded_and_whole_and_an_empty
 # -- streamed answers ----------------------------------------------------------------------------------------
 
 
-async def stream_hello_world(request: http1.Request) -> http1.Answer:
+async def stream_hello_world(request: messages.Request) -> messages.Answer:
     if request.raw_path != "/stream":
-        return http1.Reply(200, b"plain")
+        return messages.Reply(200, b"plain")
     await request.start(200, None, [("X-A", "1")], length=None)
     await request.write(b"hello ")
     await request.write(b"world")
     await request.finish()
-    return http1.STREAMED
+    return messages.STREAMED
 
 
 async def test_a_streamed_answer_reaches_an_http_1_1_client_chunked_and_the_connection_stays_usable() -> None:
@@ -364,8 +364,8 @@ async def test_a_streamed_answer_to_head_sends_no_body_and_no_chunked_framing() 
 async def test_head_is_answered_with_the_bodys_content_length_but_no_body_and_the_connection_is_kept() -> (
     None
 ):
-    async def handle(request: http1.Request) -> http1.Answer:
-        return http1.Reply(200, b"twelve bytes", headers=[("Content-Length", "999")])
+    async def handle(request: messages.Request) -> messages.Answer:
+        return messages.Reply(200, b"twelve bytes", headers=[("Content-Length", "999")])
 
     async with serving(handle) as served, connected(served.port) as (reader, writer):
         writer.write(get("/", method="HEAD"))
@@ -386,9 +386,9 @@ async def test_head_is_answered_with_the_bodys_content_length_but_no_body_and_th
 async def test_an_upgrade_request_is_answered_as_a_plain_request_and_the_connection_then_closes() -> None:
     seen: list[str] = []
 
-    async def handle(request: http1.Request) -> http1.Answer:
+    async def handle(request: messages.Request) -> messages.Answer:
         seen.append(request.raw_path)
-        return http1.Reply(200, b"no upgrade")
+        return messages.Reply(200, b"no upgrade")
 
     async with serving(handle) as served, connected(served.port) as (reader, writer):
         writer.write(get("/chat", extra=UPGRADE) + b"\x81\x05hello" + get("/after"))
@@ -423,11 +423,11 @@ async def test_the_keepalive_timeout_does_not_close_a_connection_whose_answer_is
     slow_started = asyncio.Event()
     release = asyncio.Event()
 
-    async def handle(request: http1.Request) -> http1.Answer:
+    async def handle(request: messages.Request) -> messages.Answer:
         if request.raw_path == "/slow":
             slow_started.set()
             await release.wait()
-        return http1.Reply(200, request.raw_path.encode())
+        return messages.Reply(200, request.raw_path.encode())
 
     async with (
         serving(handle, keepalive_timeout=0.2) as served,
@@ -456,14 +456,14 @@ async def test_a_client_that_closes_its_connection_cancels_its_handler_and_is_se
     handling = asyncio.Event()
     cancelled = asyncio.Event()
 
-    async def handle(request: http1.Request) -> http1.Answer:
+    async def handle(request: messages.Request) -> messages.Answer:
         handling.set()
         try:
             await asyncio.Event().wait()
         except asyncio.CancelledError:
             cancelled.set()
             raise
-        return http1.Reply(200, b"too late")
+        return messages.Reply(200, b"too late")
 
     async with serving(handle) as served, connected(served.port) as (reader, writer):
         writer.write(get("/"))
@@ -482,7 +482,7 @@ async def test_a_client_that_closes_while_a_streamed_answer_is_written_cancels_i
     started = asyncio.Event()
     cancelled = asyncio.Event()
 
-    async def handle(request: http1.Request) -> http1.Answer:
+    async def handle(request: messages.Request) -> messages.Answer:
         await request.start(200, None, [], length=None)
         started.set()
         try:
@@ -513,11 +513,11 @@ async def test_shutdown_closes_idle_connections_at_once_and_lets_an_answer_in_pr
     release = asyncio.Event()
     busy = asyncio.Event()
 
-    async def handle(request: http1.Request) -> http1.Answer:
+    async def handle(request: messages.Request) -> messages.Answer:
         if request.raw_path == "/busy":
             busy.set()
             await release.wait()
-        return http1.Reply(200, request.raw_path.encode())
+        return messages.Reply(200, request.raw_path.encode())
 
     async with (
         serving(handle) as served,
@@ -551,7 +551,7 @@ async def test_shutdown_closes_idle_connections_at_once_and_lets_an_answer_in_pr
 async def test_a_handler_that_raises_gets_a_500_answer_counted_and_the_connection_closes() -> None:
     calls: list[str] = []
 
-    async def handle(request: http1.Request) -> http1.Answer:
+    async def handle(request: messages.Request) -> messages.Answer:
         calls.append(request.raw_path)
         raise RuntimeError("a defect")
 
@@ -572,7 +572,7 @@ async def test_a_handler_that_raises_gets_a_500_answer_counted_and_the_connectio
 
 
 async def test_a_handler_that_raises_after_starting_a_streamed_answer_cuts_it_short() -> None:
-    async def handle(request: http1.Request) -> http1.Answer:
+    async def handle(request: messages.Request) -> messages.Answer:
         await request.start(200, None, [], length=None)
         await request.write(b"partial")
         raise RuntimeError("a defect")
@@ -593,11 +593,11 @@ async def test_a_handler_that_raises_after_starting_a_streamed_answer_cuts_it_sh
 async def test_a_large_body_the_handler_does_not_read_pauses_reading_and_reading_it_resumes() -> None:
     size = 8 * 1024 * 1024
     bound = 2 * 256 * 1024  # the high-water mark, and at most one read of the socket past it
-    received: list[http1.Request] = []
+    received: list[messages.Request] = []
     go_on = asyncio.Event()
     buffered: list[int] = []
 
-    async def handle(request: http1.Request) -> http1.Answer:
+    async def handle(request: messages.Request) -> messages.Answer:
         received.append(request)
         await go_on.wait()
         total = 0
@@ -607,7 +607,7 @@ async def test_a_large_body_the_handler_does_not_read_pauses_reading_and_reading
             if not chunk:
                 break
             total += len(chunk)
-        return http1.Reply(200, str(total).encode())
+        return messages.Reply(200, str(total).encode())
 
     async with serving(handle) as served, connected(served.port) as (reader, writer):
         writer.write(get("/", method="POST", extra=b"Content-Length: %d\r\n" % size))
