@@ -50,6 +50,7 @@ from autoscaler.observability.log_events import ActivatorLog
 
 log = structlog.get_logger(__name__)
 
+# Requests parsed ahead of the one being answered (pipelining) before the socket stops being read.
 _MAX_PIPELINED = 16
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 

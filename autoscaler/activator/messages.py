@@ -18,9 +18,9 @@ from typing import Final, Protocol, cast
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+# A body stops its socket being read while more than _BODY_HIGH bytes wait unread, until under _BODY_LOW.
 _BODY_HIGH = 256 * 1024
 _BODY_LOW = 64 * 1024
-# Requests parsed ahead of the one being answered (pipelining) before the socket stops being read.
 TEXT: Final = "text/plain; charset=utf-8"
 
 
@@ -76,8 +76,8 @@ Answer = Reply | _Streamed
 Handler = Callable[["Request"], Awaitable[Answer]]
 
 
-# Fields that describe one connection, never forwarded (RFC 9110 7.6.1), lower-cased; and those the
-# Connection fields list.
+# Fields that describe one connection, never forwarded (RFC 9110 7.6.1), lower-cased (and so are the ones
+# a Connection field lists: ``listed_tokens``).
 HOP_BY_HOP: Final = frozenset(
     {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
 )
