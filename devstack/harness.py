@@ -187,6 +187,21 @@ async def events_of(
     return sorted(items, key=lambda e: e.get("eventTime") or e["metadata"]["creationTimestamp"])
 
 
+async def event_reasons_become(
+    api: client.ApiClient, namespace: str, name: str, expected: list[str], *, timeout: float = 10.0
+) -> list[str]:
+    """The reasons of queue-autoscaler's Events regarding ``name``, once they are ``expected``. The controller
+    records an Event just after the change it reports, so a reader that has seen the change may not see the
+    Event yet: a bare read races it. Fails with the last reasons seen after ``timeout`` s."""
+
+    async def reasons() -> list[str]:
+        return [str(e["reason"]) for e in await events_of(api, namespace, name)]
+
+    return await eventually(
+        reasons, lambda found: found == expected, timeout=timeout, what=f"Events {expected}"
+    )
+
+
 async def list_topics(bootstrap: str) -> list[str]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()

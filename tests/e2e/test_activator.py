@@ -27,6 +27,7 @@ from tests.controller import Process, activator, controller
 from tests.stack import (
     Devstack,
     deployment,
+    event_reasons_become,
     events_of,
     eventually,
     python_container,
@@ -440,7 +441,7 @@ async def test_without_a_controller_url_the_activator_reports_to_the_leader_name
     assert reports is not None
     assert reports >= 1
     assert rejected in (None, 0.0)
-    assert [e["reason"] for e in await events_of(kube, namespace, WORKER)] == ["ActivatedFromZero"]
+    await event_reasons_become(kube, namespace, WORKER, ["ActivatedFromZero"])
 
 
 async def raw_answer(port: int, data: bytes, *, keep_open: bool = False) -> bytes:

@@ -24,6 +24,7 @@ from tests.stack import (
     commit,
     create_topic,
     deployment,
+    event_reasons_become,
     events_of,
     eventually,
     kafka_worker,
@@ -272,7 +273,7 @@ async def test_a_bad_annotation_gets_one_warning_naming_it_and_leaves_replicas_u
     decided = running_controller.logged(ControlLog.DECISION_CHANGED, deployment=name)
     assert decided[0]["lag"] == 40
     assert decided[0]["rule"] == "scale-up"
-    assert [e["reason"] for e in await events_of(kube, namespace, name)] == ["InvalidAnnotations", "ScaledUp"]
+    await event_reasons_become(kube, namespace, name, ["InvalidAnnotations", "ScaledUp"])
 
 
 async def test_a_deployment_deleted_while_it_is_scaled_leaves_the_controller_scaling_its_neighbour(
@@ -330,7 +331,7 @@ async def test_a_deployment_deleted_while_it_is_scaled_leaves_the_controller_sca
     await eventually(
         lambda: spec_replicas(kube, namespace, "survivor"), lambda n: n == 2, timeout=15, what="2 replicas"
     )
-    assert [e["reason"] for e in await events_of(kube, namespace, "survivor")] == ["ActivatedFromZero"]
+    await event_reasons_become(kube, namespace, "survivor", ["ActivatedFromZero"])
     await wait_ticks(running_controller, 2)
     running_controller.assert_alive()
     assert await get_status(f"http://127.0.0.1:{port}/healthz") == 200
