@@ -232,9 +232,20 @@ async def test_one_of_two_controllers_leads_and_the_standby_takes_over_within_15
             )
             assert await leader_gauge(standby) == 1
 
-            events = await events_of(kube, namespace, name)
-            after = [e for e in events if parse_time(e["eventTime"]) >= acquired]
-            assert [e["reason"] for e in after] == ["ScaledUp"], events
+            # The Event follows the scale patch just seen: read until it is there.
+            async def since_acquired() -> list[dict[str, Any]]:
+                return [
+                    e
+                    for e in await events_of(kube, namespace, name)
+                    if parse_time(e["eventTime"]) >= acquired
+                ]
+
+            after = await eventually(
+                since_acquired,
+                lambda found: [e["reason"] for e in found] == ["ScaledUp"],
+                timeout=10,
+                what="the new leader's ScaledUp Event",
+            )
             assert after[0]["reportingInstance"] == standby_id
             assert any(p["replicas"] == 5 for p in scale_patches(standby)), standby.tail()
     finally:

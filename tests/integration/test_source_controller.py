@@ -104,9 +104,15 @@ async def run_lifecycle(kube: client.ApiClient, namespace: str, process: Process
     assert ups[0]["source"] == case.source  # the log names the source that drove the change
 
     await eventually(lambda: spec_replicas(kube, namespace, name), lambda n: n == 0, timeout=90, what="zero")
-    reasons = [e["reason"] for e in await events_of(kube, namespace, name)]
+
+    async def reasons_now() -> list[str]:
+        return [e["reason"] for e in await events_of(kube, namespace, name)]
+
+    # The ScaledToZero Event follows the patch to zero just seen: read until it is there.
+    reasons = await eventually(
+        reasons_now, lambda found: found[-1:] == ["ScaledToZero"], timeout=10, what="the ScaledToZero Event"
+    )
     assert reasons[0] == "ActivatedFromZero"
-    assert reasons[-1] == "ScaledToZero"
     assert "LagUnavailable" not in reasons
 
 
