@@ -58,16 +58,16 @@ def end_to_end_block(raw: Sequence[tuple[bytes, bytes]], *, drop: frozenset[byte
 FRAMING = frozenset({b"content-length"})
 
 
-def pooled_head(request: messages.Request, body_length: int | None, authority: str, target: str) -> bytes:
-    """The head the endpoint receives over the pool, from the fields as the client sent them: the same fields
-    and order ``request_headers`` gives, then Content-Length (``body_length``; None: none) and Host when the
-    client sent none."""
-    raw = request.raw_headers
+def forwarded_fields(request: messages.Request, body_length: int | None) -> list[tuple[bytes, bytes]]:
+    """The fields the endpoint receives, names and values as the client sent them: its end-to-end ones in
+    order (Expect dropped too: the activator itself answered ``100 Continue``; a Content-Length given the
+    value ``body_length``, or dropped when it is None), then X-Forwarded-For (the client's chain and its
+    address), X-Forwarded-Proto and X-Forwarded-Host unless sent, then Content-Length if none was sent."""
     listed = request.connection_listed
-    lines = [b"%s %s HTTP/1.1\r\n" % (request.method.encode("latin-1"), target.encode("latin-1"))]
+    fields: list[tuple[bytes, bytes]] = []
     earlier: list[bytes] = []
-    proto = forwarded_host = host = length_written = False
-    for name, value in raw:
+    proto = forwarded_host = length_written = False
+    for name, value in request.raw_headers:
         lowered = name.lower()
         if lowered in _HOP_BY_HOP_BYTES or lowered in listed or lowered.startswith(b"proxy-"):
             continue
@@ -78,48 +78,44 @@ def pooled_head(request: messages.Request, body_length: int | None, authority: s
             continue
         if lowered == b"content-length":
             if body_length is not None and not length_written:
-                lines.append(b"%s: %d\r\n" % (name, body_length))
+                fields.append((name, b"%d" % body_length))
                 length_written = True
             continue
         proto = proto or lowered == b"x-forwarded-proto"
         forwarded_host = forwarded_host or lowered == b"x-forwarded-host"
-        host = host or lowered == b"host"
-        lines.append(b"%s: %s\r\n" % (name, value))
+        fields.append((name, value))
     client = request.remote
     chain = b", ".join(earlier)
     if client:
         peer = client.encode("latin-1")
-        lines.append(b"X-Forwarded-For: %s\r\n" % (chain + b", " + peer if chain else peer))
+        fields.append((b"X-Forwarded-For", chain + b", " + peer if chain else peer))
     elif earlier:
-        lines.append(b"X-Forwarded-For: %s\r\n" % chain)
+        fields.append((b"X-Forwarded-For", chain))
     if not proto:
-        lines.append(b"X-Forwarded-Proto: %s\r\n" % request.scheme.encode())
+        fields.append((b"X-Forwarded-Proto", request.scheme.encode()))
     if not forwarded_host and request.host is not None:
-        lines.append(b"X-Forwarded-Host: %s\r\n" % request.host.encode("latin-1"))
+        fields.append((b"X-Forwarded-Host", request.host.encode("latin-1")))
     if body_length is not None and not length_written:
-        lines.append(b"Content-Length: %d\r\n" % body_length)
-    if not host:
+        fields.append((b"Content-Length", b"%d" % body_length))
+    return fields
+
+
+def pooled_head(request: messages.Request, body_length: int | None, authority: str, target: str) -> bytes:
+    """The head the endpoint receives over the pool: the request line, ``forwarded_fields`` and Host
+    (``authority``) when the client sent none."""
+    lines = [b"%s %s HTTP/1.1\r\n" % (request.method.encode("latin-1"), target.encode("latin-1"))]
+    lines.extend(b"%s: %s\r\n" % field for field in forwarded_fields(request, body_length))
+    if request.host is None or b"host" in request.connection_listed:  # no Host forwarded
         lines.append(b"Host: %s\r\n" % authority.encode("latin-1"))
     lines.append(b"\r\n")
     return b"".join(lines)
 
 
 def request_headers(request: messages.Request) -> CIMultiDict[str]:
-    """What the endpoint receives: the client's end-to-end headers plus X-Forwarded-For/Proto/Host.
-
-    Expect is dropped too: the activator itself answered ``100 Continue``.
-    """
-    headers = end_to_end(request.headers)
-    headers.popall(hdrs.EXPECT, None)
-    client = request.remote
-    if client:
-        earlier = ", ".join(headers.popall(hdrs.X_FORWARDED_FOR, ()))
-        headers[hdrs.X_FORWARDED_FOR] = f"{earlier}, {client}" if earlier else client
-    headers.setdefault(hdrs.X_FORWARDED_PROTO, request.scheme)
-    host = request.headers.get(hdrs.HOST)
-    if host is not None:
-        headers.setdefault(hdrs.X_FORWARDED_HOST, host)
-    return headers
+    """``forwarded_fields`` for aiohttp's client, the client's Content-Length kept as sent (aiohttp adds Host
+    from the URL when the client sent none)."""
+    fields = forwarded_fields(request, request.content_length)
+    return CIMultiDict((name.decode("latin-1"), value.decode("latin-1")) for name, value in fields)
 
 
 def spelled_once(headers: CIMultiDict[str]) -> CIMultiDict[str]:

@@ -34,6 +34,20 @@ class Served:
         return only
 
 
+def holding(path: str) -> tuple[messages.Handler, asyncio.Event, asyncio.Event]:
+    """A handler answering 200 with the path, which holds requests for ``path`` until released; and the events
+    (one of them started, release)."""
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def handle(request: messages.Request) -> messages.Answer:
+        if request.raw_path == path:
+            started.set()
+            await release.wait()
+        return messages.Reply(200, request.raw_path.encode())
+
+    return handle, started, release
+
+
 @asynccontextmanager
 async def serving(handler: messages.Handler, **limits: Any) -> AsyncIterator[Served]:
     """``handler`` behind an ``http1.Server`` with ``guard.ConnectionLimits(**limits)`` on 127.0.0.1."""
@@ -420,14 +434,7 @@ async def test_an_idle_kept_alive_connection_is_closed_after_the_keepalive_timeo
 
 
 async def test_the_keepalive_timeout_does_not_close_a_connection_whose_answer_is_in_progress() -> None:
-    slow_started = asyncio.Event()
-    release = asyncio.Event()
-
-    async def handle(request: messages.Request) -> messages.Answer:
-        if request.raw_path == "/slow":
-            slow_started.set()
-            await release.wait()
-        return messages.Reply(200, request.raw_path.encode())
+    handle, slow_started, release = holding("/slow")
 
     async with (
         serving(handle, keepalive_timeout=0.2) as served,
@@ -510,14 +517,7 @@ async def test_a_client_that_closes_while_a_streamed_answer_is_written_cancels_i
 
 
 async def test_shutdown_closes_idle_connections_at_once_and_lets_an_answer_in_progress_finish() -> None:
-    release = asyncio.Event()
-    busy = asyncio.Event()
-
-    async def handle(request: messages.Request) -> messages.Answer:
-        if request.raw_path == "/busy":
-            busy.set()
-            await release.wait()
-        return messages.Reply(200, request.raw_path.encode())
+    handle, busy, release = holding("/busy")
 
     async with (
         serving(handle) as served,
