@@ -204,12 +204,19 @@ class RabbitMQConnection(_Frozen):
 
 
 class RedisConnection(_Frozen):
-    """One Redis server (``rediss://`` is TLS); the password from a file."""
+    """One Redis server (``rediss://`` is TLS, verified as ``tls`` says, else against the system CAs); the
+    password from a file. ``tls`` with a ``redis://`` URL is refused: it would be plaintext."""
 
     name: str = DEFAULT
     url: Annotated[str, _url(("redis", "rediss"))]
     password_file: File | None = None
     tls: TLS | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _tls_scheme(self) -> RedisConnection:
+        if self.tls is not None and not self.url.startswith("rediss://"):
+            raise ValueError("tls is set but the url is redis:// (plaintext): use rediss:// for TLS")
+        return self
 
 
 class NatsConnection(_Frozen):

@@ -1,14 +1,15 @@
-"""A private CA and the certificates of the devstack's secured Kafka listeners, made with ``openssl``.
+"""A private CA and the certificates of the devstack's secured Kafka listeners and Redis's TLS port, made with
+``openssl``.
 
 Made once per run dir (``<run>/certs``) and reused by later starts; ``down`` leaves them (they are not
 Kafka's data). Files, all PEM:
 
 - ``ca.pem`` / ``ca.key``: the CA every certificate below is signed by (clients trust ``ca.pem``);
 - ``server.pem`` / ``server.key`` (+ ``server-keystore.pem``, key then certificate, Kafka's PEM keystore):
-  the broker, for ``localhost``, ``127.0.0.1`` and the bridge address;
+  the broker and Redis, for ``localhost``, ``127.0.0.1`` and the bridge address;
 - ``client.pem`` / ``client.key`` (+ ``client-keystore.pem``): a client certificate (CN ``autoscaler``)
   for the listener that requires one;
-- ``other-ca.pem``: a CA that signed nothing here, for clients that must NOT trust the broker.
+- ``other-ca.pem``: a CA that signed nothing here, for clients that must NOT trust the servers.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class Certificates:
 
     ca = _File("ca.pem")
     other_ca = _File("other-ca.pem")
+    server_cert = _File("server.pem")
+    server_key = _File("server.key")
     server_keystore = _File("server-keystore.pem")
     client_cert = _File("client.pem")
     client_key = _File("client.key")

@@ -40,6 +40,7 @@ class Layout:
     rabbitmq_dist_port: int = 19674
     rabbitmq_epmd_port: int = 19675
     redis_port: int = 19379
+    redis_tls_port: int = 19380  # TLS (server certificate from certs.ensure; client certificates optional)
     nats_port: int = 19422
     nats_monitor_port: int = 19822
     kafka_sasl_ssl_port: int = 19095  # SASL_SSL: SCRAM-SHA-512 and PLAIN users (KAFKA_USERS)
@@ -115,6 +116,11 @@ class Layout:
     @property
     def redis_pod_url(self) -> str:
         return f"redis://{self.bridge_ip}:{self.redis_port}/0"
+
+    @property
+    def redis_tls_url(self) -> str:
+        """The same server over TLS, for processes on the host; verified against ``certs.ensure``'s CA."""
+        return f"rediss://127.0.0.1:{self.redis_tls_port}/0"
 
     @property
     def nats_url(self) -> str:

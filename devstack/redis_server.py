@@ -1,16 +1,19 @@
 """Redis (Debian's redis-server, 7.0: XINFO GROUPS reports ``lag``) as a plain process of the devstack.
 
-In memory only (no RDB, no AOF), so every start is fresh. Listens on loopback and on the pod bridge.
+In memory only (no RDB, no AOF), so every start is fresh. Listens on loopback and on the pod bridge, in
+plaintext on ``redis_port`` and over TLS on ``redis_tls_port`` (the devstack's server certificate from
+``certs.ensure``; a client certificate is verified against the devstack CA when one is presented).
 """
 
 from __future__ import annotations
 
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 
-from devstack import procs
+from devstack import certs, procs
 from devstack.config import Layout
 
 NAME = "redis"
@@ -28,6 +31,7 @@ def start(layout: Layout) -> None:
         return
     workdir = layout.run / "redis"
     workdir.mkdir(parents=True, exist_ok=True)
+    tls = certs.ensure(layout)
     procs.spawn(
         NAME,
         [
@@ -49,10 +53,21 @@ def start(layout: Layout) -> None:
             "no",
             "--loglevel",
             "warning",
+            *_tls_arguments(layout.redis_tls_port, tls),
         ],
         pid_dir=layout.pids,
         log_file=layout.logs / "redis.log",
     )
+
+
+def _tls_arguments(port: int, tls: certs.Certificates) -> list[str]:
+    return [
+        "--tls-port", str(port),
+        "--tls-cert-file", str(tls.server_cert),
+        "--tls-key-file", str(tls.server_key),
+        "--tls-ca-cert-file", str(tls.ca),
+        "--tls-auth-clients", "optional",
+    ]  # fmt: skip
 
 
 def stop(layout: Layout) -> None:
@@ -71,8 +86,22 @@ def _pong(host: str, port: int) -> bool:
         return False
 
 
+def _tls_pong(layout: Layout) -> bool:
+    context = ssl.create_default_context(cafile=str(certs.Certificates(layout.run / "certs").ca))
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", layout.redis_tls_port), timeout=0.5) as raw,
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as conn,
+        ):
+            conn.sendall(b"PING\r\n")
+            return conn.recv(16).startswith(b"+PONG")
+    except (OSError, ssl.SSLError):
+        return False
+
+
 def ready(layout: Layout) -> bool:
-    return all(_pong(host, layout.redis_port) for host in ("127.0.0.1", layout.bridge_ip))
+    plain = all(_pong(host, layout.redis_port) for host in ("127.0.0.1", layout.bridge_ip))
+    return plain and _tls_pong(layout)
 
 
 def wait_ready(layout: Layout, *, timeout: float) -> None:

@@ -9,19 +9,32 @@ from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any
 
+import structlog
 from prometheus_client import CollectorRegistry
 
 from autoscaler import connections as conns
 from autoscaler.control.backlogs import SourceFigures
 from autoscaler.errors import SettingsError, SourceError
 from autoscaler.model import TargetKey
+from autoscaler.observability.log_events import SourceLog
 from autoscaler.policy.backlog_keys import RedisCount, SourcePolicies
 from autoscaler.sources import nats, rabbitmq, reading, redis
 from autoscaler.sources.http import AiohttpGetter
 
+log = structlog.get_logger(__name__)
+
 
 def _secret(path: Any) -> Callable[[], str]:
     return lambda: conns.read_secret(path)
+
+
+def _tls_files(tls: conns.TLS) -> redis.TLSFiles:
+    def text(path: Any) -> str | None:
+        return None if path is None else str(path)
+
+    return redis.TLSFiles(
+        text(tls.ca_file), text(tls.cert_file), text(tls.key_file), verify=not tls.insecure_skip_verify
+    )
 
 
 class SourceBacklogs:
@@ -67,9 +80,14 @@ class SourceBacklogs:
         ) -> None:
             try:
                 source = reader()
-            except (KeyError, SettingsError):
+            except KeyError:
                 known = ", ".join(sorted(getattr(self._connections, kind))) or "none"
                 why = f"no {kind} connection named {name!r} in the connections file (known: {known})"
+                for key in wanted:
+                    fields[key][f"{kind}_error"] = why
+                return
+            except SettingsError as exc:
+                why = f"{kind} connection {name!r}: {exc}"
                 for key in wanted:
                     fields[key][f"{kind}_error"] = why
                 return
@@ -94,7 +112,7 @@ class SourceBacklogs:
     def _queue_reader(self, name: str) -> rabbitmq.QueueReader:
         if name not in self._rabbitmq:
             c = self._connections.rabbitmq[name]
-            ctx = None if c.tls is None else conns.ssl_context(c.tls)
+            ctx = self._ssl_context("rabbitmq", name, c.tls)
             self._rabbitmq[name] = rabbitmq.QueueReader(
                 c.management_url,
                 username=c.username,
@@ -108,9 +126,11 @@ class SourceBacklogs:
     def _stream_reader(self, name: str) -> redis.StreamReader:
         if name not in self._redis:
             c = self._connections.redis[name]
+            self._ssl_context("redis", name, c.tls)  # the files are usable, or SettingsError names them
             self._redis[name] = redis.StreamReader(
                 c.url,
                 password=None if c.password_file is None else _secret(c.password_file),
+                tls=None if c.tls is None else _tls_files(c.tls),
                 settings=self._settings,
                 registry=self._registry,
             )
@@ -119,7 +139,7 @@ class SourceBacklogs:
     def _consumer_reader(self, name: str) -> nats.ConsumerReader:
         if name not in self._nats:
             c = self._connections.nats[name]
-            ctx = None if c.tls is None else conns.ssl_context(c.tls)
+            ctx = self._ssl_context("nats", name, c.tls)
             self._nats[name] = nats.ConsumerReader(
                 c.monitoring_url,
                 getter=self._getter(ctx),
@@ -127,6 +147,20 @@ class SourceBacklogs:
                 registry=self._registry,
             )
         return self._nats[name]
+
+    @staticmethod
+    def _ssl_context(kind: str, name: str, tls: conns.TLS | None) -> ssl.SSLContext | None:
+        if tls is None:
+            return None
+        context = conns.ssl_context(tls)
+        if tls.insecure_skip_verify:
+            log.warning(
+                SourceLog.VERIFICATION_SKIPPED,
+                source=kind,
+                connection=name,
+                detail="insecure-skip-verify: the server's certificate and name are not checked",
+            )
+        return context
 
     def _getter(self, ctx: ssl.SSLContext | None) -> AiohttpGetter:
         getter = AiohttpGetter(timeout=self._settings.request_timeout, ssl_context=ctx)

@@ -92,6 +92,7 @@ class SourceLog:
     READ_DONE: Final = "source.read.done"
     READ_RETRYING: Final = "source.read.retrying"
     READ_FAILED: Final = "source.read.failed"
+    VERIFICATION_SKIPPED: Final = "source.verification.skipped"
 
 
 # ---------------------------------------------------------------------------------------------------------

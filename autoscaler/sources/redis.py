@@ -37,6 +37,17 @@ class StreamQuery:
 StreamResult = StreamBacklog | SourceError
 
 
+@dataclass(frozen=True, slots=True)
+class TLSFiles:
+    """How a ``rediss://`` connection checks the server: against ``ca_file`` (None: the system CAs), or not at
+    all (``verify`` False); a client certificate when ``cert_file`` and ``key_file`` are set."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    verify: bool = True
+
+
 class CommandPipe(Protocol):
     async def run(self, commands: Sequence[tuple[str, ...]]) -> list[object]:
         """Sends every command in one round trip; each reply, or the server's error for that command
@@ -54,6 +65,7 @@ class StreamReader(reading.BatchReader[StreamQuery, StreamResult]):
         url: str,
         *,
         password: Callable[[], str | None] | None = None,
+        tls: TLSFiles | None = None,
         pipe: CommandPipe | None = None,
         settings: reading.ReaderSettings | None = None,
         registry: CollectorRegistry | None = None,
@@ -64,7 +76,7 @@ class StreamReader(reading.BatchReader[StreamQuery, StreamResult]):
             # redis-py is imported only by a controller that reads a Redis stream (it costs ~6 MiB).
             from autoscaler.sources.redis_pipe import RedisPipe
 
-            pipe = RedisPipe(url, password=password, timeout=self.settings.request_timeout)
+            pipe = RedisPipe(url, password=password, tls=tls, timeout=self.settings.request_timeout)
         self._pipe: CommandPipe = pipe
 
     async def close(self) -> None:

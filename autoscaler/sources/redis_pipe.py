@@ -6,12 +6,16 @@ Kept apart from ``sources.redis`` so that redis-py is imported only where a Redi
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 from redis.credentials import CredentialProvider
 
 from autoscaler.errors import SourceError, SourceUnavailable
+
+if TYPE_CHECKING:
+    from autoscaler.sources.redis import TLSFiles
 
 
 class _PasswordProvider(CredentialProvider):
@@ -26,7 +30,14 @@ class _PasswordProvider(CredentialProvider):
 class RedisPipe:
     """A CommandPipe on redis-py's asyncio client; the password is asked for at every (re)connection."""
 
-    def __init__(self, url: str, *, password: Callable[[], str | None] | None, timeout: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        password: Callable[[], str | None] | None,
+        timeout: float,
+        tls: TLSFiles | None = None,
+    ) -> None:
         self.url = url
         self._client = aioredis.Redis.from_url(
             url,
@@ -34,6 +45,7 @@ class RedisPipe:
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             credential_provider=None if password is None else _PasswordProvider(password),
+            **({} if tls is None else _tls_options(tls)),
         )
 
     async def run(self, commands: Sequence[tuple[str, ...]]) -> list[object]:
@@ -50,3 +62,14 @@ class RedisPipe:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def _tls_options(tls: TLSFiles) -> dict[str, Any]:
+    """redis-py's SSLConnection arguments (used for ``rediss://`` URLs)."""
+    return {
+        "ssl_ca_certs": tls.ca_file,
+        "ssl_certfile": tls.cert_file,
+        "ssl_keyfile": tls.key_file,
+        "ssl_cert_reqs": "required" if tls.verify else "none",
+        "ssl_check_hostname": tls.verify,
+    }

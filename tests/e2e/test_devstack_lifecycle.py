@@ -107,6 +107,7 @@ async def test_stopping_the_message_servers_ends_rabbitmq_its_epmd_redis_nats_an
         rabbitmq_dist_port=devstack.layout.rabbitmq_dist_port + 100,
         rabbitmq_epmd_port=devstack.layout.rabbitmq_epmd_port + 100,
         redis_port=devstack.layout.redis_port + 100,
+        redis_tls_port=devstack.layout.redis_tls_port + 100,
         nats_port=devstack.layout.nats_port + 100,
         nats_monitor_port=devstack.layout.nats_monitor_port + 100,
     )

@@ -238,3 +238,18 @@ def test_a_ca_file_that_is_no_certificate_is_a_settings_error_naming_the_file(se
     assert connection_tls is not None
     with pytest.raises(SettingsError, match=r"ca\.pem"):
         connections.ssl_context(connection_tls)
+
+
+def test_redis_tls_with_a_plaintext_url_is_refused_and_with_rediss_it_is_kept(secrets: Path) -> None:
+    tls = f"tls: {{ca-file: {secrets}/ca.pem}}"
+    plaintext = write(secrets, f"redis: {{default: {{url: 'redis://r:6379', {tls}}}}}")
+    with pytest.raises(SettingsError) as caught:
+        connections.load(plaintext)
+    assert str(caught.value).splitlines()[1].strip() == (
+        "redis connection 'default': tls is set but the url is redis:// (plaintext): use rediss:// for TLS"
+    )
+
+    secured = write(secrets, f"redis: {{default: {{url: 'rediss://r:6379', {tls}}}}}")
+    kept = connections.load(secured).redis["default"].tls
+    assert kept is not None
+    assert kept.ca_file == secrets / "ca.pem"
