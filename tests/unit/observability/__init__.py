@@ -1,0 +1,1 @@
+"""Tests of logging set-up and metrics."""
