@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,16 +20,22 @@ class Address:
     port: int
 
     def __post_init__(self) -> None:
-        try:
-            canonical = str(ipaddress.ip_address(self.ip))
-        except ValueError:
-            raise ValueError(f"endpoint ip {self.ip!r} is not an IP address") from None
+        canonical = _canonical_ip(self.ip)
         if not 1 <= self.port <= 65535:
             raise ValueError(f"endpoint port {self.port!r} is not in 1-65535")
         object.__setattr__(self, "ip", canonical)
 
     def __str__(self) -> str:
         return f"[{self.ip}]:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"
+
+
+@functools.lru_cache(maxsize=8192)
+def _canonical_ip(ip: str) -> str:
+    """The address as ipaddress writes it; every EndpointSlice update names the same pods again."""
+    try:
+        return str(ipaddress.ip_address(ip))
+    except ValueError:
+        raise ValueError(f"endpoint ip {ip!r} is not an IP address") from None
 
 
 class EndpointSink(Protocol):

@@ -108,6 +108,8 @@ class RouteTable:
         self._ownership: hosts.Ownership | None = None
         # Host header value -> route, as ``lookup`` last found it; emptied by every change (and when full).
         self._found: dict[str, Route | None] = {}
+        # (namespace, Service) -> the targets routed to it: an EndpointSlice change finds its routes at once.
+        self._by_service: dict[tuple[str, str], set[TargetKey]] = {}
 
     def __len__(self) -> int:
         return len(self._routes)
@@ -121,10 +123,18 @@ class RouteTable:
     def get(self, target: TargetKey) -> Route | None:
         return self._routes.get(target)
 
+    def of_service(self, namespace: str, service: str) -> tuple[Route, ...]:
+        """The routes whose requests go to that Service, by target."""
+        targets = self._by_service.get((namespace, service))
+        return () if not targets else tuple(self._routes[key] for key in sorted(targets))
+
     def put(self, route: Route) -> Route | None:
         """Adds or replaces the route of ``route.target``; returns the route it replaced."""
         old = self._routes.get(route.target)
         self._routes[route.target] = route
+        if old is not None:
+            self._unindex(old)
+        self._by_service.setdefault((route.target.namespace, route.service), set()).add(route.target)
         self._found.clear()
         if old is None or (old.host, old.created) != (route.host, route.created):
             self._ownership = None
@@ -133,9 +143,18 @@ class RouteTable:
     def remove(self, target: TargetKey) -> Route | None:
         old = self._routes.pop(target, None)
         if old is not None:
+            self._unindex(old)
             self._ownership = None
             self._found.clear()
         return old
+
+    def _unindex(self, route: Route) -> None:
+        key = (route.target.namespace, route.service)
+        targets = self._by_service.get(key)
+        if targets is not None:
+            targets.discard(route.target)
+            if not targets:
+                del self._by_service[key]
 
     def ownership(self) -> hosts.Ownership:
         if self._ownership is None:

@@ -157,9 +157,8 @@ class EndpointRouter:
         self._probed.pop(key, None)
 
     def service_changed(self, namespace: str, name: str) -> None:
-        for route in self._activator.routes.routes():
-            if route.target.namespace == namespace and route.service == name:
-                self._update(route)
+        for route in self._activator.routes.of_service(namespace, name):
+            self._update(route)
 
     def _update(self, route: routing.Route) -> None:
         service = self._services(route.target.namespace, route.service)

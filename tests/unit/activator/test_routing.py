@@ -263,3 +263,23 @@ def test_the_activator_logs_a_refused_claim_once_with_the_owner_and_again_when_i
     found = activator.routes.lookup("web.qa1")
     assert found is not None
     assert found.target == TargetKey("qa1", "thief")
+
+
+def test_the_routes_of_a_service_follow_puts_replacements_and_removals() -> None:
+    table = routing.RouteTable()
+    orders = route({P + "http-service": "web"})
+    billing = route({P + "http-service": "web"}, name="billing")
+    other_namespace = route({P + "http-service": "web"}, namespace="stock")
+    for one in (billing, orders, other_namespace):
+        table.put(one)
+    assert table.of_service("shop", "web") == (billing, orders)
+    assert table.of_service("stock", "web") == (other_namespace,)
+
+    moved = route({P + "http-service": "api"})
+    table.put(moved)
+    assert table.of_service("shop", "web") == (billing,)
+    assert table.of_service("shop", "api") == (moved,)
+
+    table.remove(billing.target)
+    assert table.of_service("shop", "web") == ()
+    assert table.of_service("nowhere", "web") == ()
