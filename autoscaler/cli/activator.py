@@ -83,7 +83,7 @@ async def _activator(cfg: settings.ActivatorSettings) -> int:
         api, namespaces=namespaces, on_change=lambda key, _: router.service_changed(key.namespace, key.name)
     )
     router = watching.EndpointRouter(
-        activator, lambda namespace, name: slices.snapshot().get(endpointslices.ServiceKey(namespace, name))
+        activator, lambda namespace, name: slices.service(endpointslices.ServiceKey(namespace, name))
     )
     deployments = targets.TargetWatch(api, namespaces=namespaces, on_change=router.deployment_changed)
     leader: str | Callable[[], str | None] | None = cfg.controller_url

@@ -205,6 +205,14 @@ class EndpointSliceWatch(watch.ScopedWatches[Slice]):
             merged.update(cache.services)
         return MappingProxyType(merged)
 
+    def service(self, key: ServiceKey) -> ServiceEndpoints | None:
+        """One Service's endpoints as ``snapshot`` has them, without copying every other Service's."""
+        for cache in reversed(self._caches):
+            found = cache.services.get(key)
+            if found is not None:
+                return found
+        return None
+
     def handle(self, index: int, event: watch.WatchEvent[Slice]) -> bool:
         changes = self._caches[index].apply(event)
         for key, endpoints in changes:

@@ -32,7 +32,9 @@ async def test_ready_addresses_of_a_two_replica_service_appear_and_leave_when_sc
     slice_watch = EndpointSliceWatch(kube, namespaces=[namespace], on_change=lambda k, e: seen.append((k, e)))
 
     async def current() -> ServiceEndpoints | None:
-        return slice_watch.snapshot().get(key)
+        found = slice_watch.service(key)
+        assert found == slice_watch.snapshot().get(key)
+        return found
 
     async with running(slice_watch.run()):
         await asyncio.wait_for(slice_watch.synced.wait(), timeout=10)
@@ -112,9 +114,7 @@ async def test_the_first_pod_after_zero_gets_the_held_request_on_its_port_though
     slice_watch = EndpointSliceWatch(
         kube, namespaces=[namespace], on_change=lambda k, _: router.service_changed(k.namespace, k.name)
     )
-    router = watching.EndpointRouter(
-        activator, lambda ns, name: slice_watch.snapshot().get(ServiceKey(ns, name))
-    )
+    router = watching.EndpointRouter(activator, lambda ns, name: slice_watch.service(ServiceKey(ns, name)))
     deployment_watch = targets.TargetWatch(kube, namespaces=[namespace], on_change=router.deployment_changed)
     # The Service's port (80) is not the pods' port (8080), and http-port is unset: the Service's only port.
     web_service = service("web", 8080)
