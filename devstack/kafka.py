@@ -57,7 +57,12 @@ def server_properties(layout: Layout, data_dir: Path, tls: certs.Certificates) -
             "ssl.truststore.type=PEM",
             f"ssl.truststore.location={tls.ca}",
             "listener.name.ssl.ssl.client.auth=required",
-            "listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN",
+            "listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN,OAUTHBEARER",
+            # OAUTHBEARER with Kafka's own unsecured-token validator: tokens unsigned ("alg": "none") with
+            # ``sub`` and ``exp`` claims, for testing only (a real cluster validates JWTs against a JWKS).
+            "listener.name.sasl_ssl.oauthbearer.sasl.jaas.config="
+            "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required "
+            'unsecuredLoginStringClaim_sub="devstack-broker";',
             "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
             "org.apache.kafka.common.security.scram.ScramLoginModule required;",
             "listener.name.sasl_ssl.plain.sasl.jaas.config="

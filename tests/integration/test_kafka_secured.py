@@ -1,11 +1,14 @@
-"""Lag over the devstack broker's secured listeners: SASL_SSL with SCRAM-SHA-512, SASL/PLAIN over TLS and
-mTLS, named in a connections file; refused credentials and untrusted certificates named per connection."""
+"""Lag over the devstack broker's secured listeners: SASL_SSL with SCRAM-SHA-512, SASL/PLAIN or OAUTHBEARER
+(an unsigned token, Kafka's own test validator) over TLS, and mTLS, named in a connections file; refused
+credentials, expired tokens and untrusted certificates named per connection."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -92,13 +95,29 @@ def connections_file(devstack: Devstack, tmp_path: Path) -> Iterator[Path]:
                 "tls": {"ca-file": str(tls.other_ca), "insecure-skip-verify": True},
                 "sasl": plain,
             },
+            "oauth": {
+                "bootstrap": sasl_ssl,
+                "tls": {"ca-file": str(tls.ca)},
+                "sasl": {"mechanism": "OAUTHBEARER", "token-file": str(tmp_path / "token")},
+            },
         }
     }
+    (tmp_path / "token").write_text(unsecured_token(expires_in=3600))
     path = tmp_path / "connections.yaml"
     path.write_text(json.dumps(document))
     kafka_connection.forget_warnings()
     yield path
     kafka_connection.forget_warnings()
+
+
+def unsecured_token(*, expires_in: float, subject: str = "autoscaler") -> str:
+    """An unsigned JWT ("alg": "none"): the devstack broker's OAUTHBEARER validator takes it until ``exp``."""
+
+    def part(claims: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+
+    now = time.time()
+    return f"{part({'alg': 'none'})}.{part({'sub': subject, 'iat': now - 60, 'exp': now + expires_in})}."
 
 
 async def lagging_group(devstack: Devstack, *, records: int = 300) -> tuple[str, str]:
@@ -132,6 +151,39 @@ async def test_lag_reads_over_a_secured_connection_equal_plaintext_in_values_and
     assert over_tls == over_plaintext
     assert over_tls[0].committed == 10
     assert tls_requests == plaintext_requests
+
+
+async def test_oauthbearer_reads_the_lag_with_the_token_from_its_file_as_plaintext_does(
+    devstack: Devstack, connections_file: Path
+) -> None:
+    _topic, group = await lagging_group(devstack)
+    oauth = connections.load(connections_file).kafka_connection("oauth")
+
+    over_oauth, oauth_requests = await read_once(oauth, group)
+    over_plaintext, plaintext_requests = await read_once(devstack.kafka_bootstrap, group)
+
+    assert isinstance(over_oauth, tuple)
+    assert over_oauth == over_plaintext
+    assert oauth_requests == plaintext_requests
+
+
+async def test_an_expired_token_is_refused_naming_the_connection_and_a_new_one_in_the_file_is_used(
+    devstack: Devstack, connections_file: Path
+) -> None:
+    _topic, group = await lagging_group(devstack)
+    token = connections_file.parent / "token"
+    token.write_text(unsecured_token(expires_in=-30))
+    oauth = connections.load(connections_file).kafka_connection("oauth")
+    query = GroupQuery(group)
+    async with OffsetReader(oauth, settings=ReaderSettings(refused_backoff=30)) as reader:
+        with pytest.raises(KafkaError, match="SASL OAUTHBEARER authentication failed") as refused:
+            await reader.read(queries=[query])
+        assert str(refused.value).startswith("connection 'oauth' (127.0.0.1:")
+
+        token.write_text(unsecured_token(expires_in=3600))
+        outcome = (await reader.read(queries=[query]))[query]
+    assert isinstance(outcome, tuple)
+    assert outcome[0].committed == 10
 
 
 def kafka_tool(listener: str, group: str) -> dict[tuple[str, int], tuple[int, int, int]]:

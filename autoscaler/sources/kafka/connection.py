@@ -6,6 +6,7 @@ connection itself to learn why, so an expired password or an untrusted certifica
 
 from __future__ import annotations
 
+import json
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ import structlog
 from aiokafka import errors as aiokafka_errors
 from aiokafka.abc import AbstractTokenProvider
 from aiokafka.conn import create_conn
+from aiokafka.protocol.admin import SaslAuthenticateRequest, SaslHandShakeRequest
 
 from autoscaler import connections
 from autoscaler.errors import KafkaError, SettingsError
@@ -124,8 +126,53 @@ async def diagnose(
         except (OSError, aiokafka_errors.KafkaError):
             continue  # unreachable: the bootstrap error says so
         conn.close()
+        if opts.kwargs.get("sasl_mechanism") == "OAUTHBEARER":
+            return await _token_refusal(
+                host.strip("[]"), int(port), opts, client_id=client_id, timeout=timeout
+            )
         return None
     return None
+
+
+async def _token_refusal(
+    host: str, port: int, opts: Options, *, client_id: str, timeout: float
+) -> str | None:
+    """Why the broker refuses the OAUTHBEARER token, or None when it takes it.
+
+    aiokafka reads the broker's error challenge to a refused token (RFC 7628 3.2.2) as success and never
+    answers it, so a refused token would look like a broker that cannot be reached: the exchange is made
+    here.
+    """
+    plain = {k: v for k, v in opts.kwargs.items() if not k.startswith("sasl_")}
+    plain["security_protocol"] = "SSL" if opts.kwargs["security_protocol"] == "SASL_SSL" else "PLAINTEXT"
+    try:
+        conn = await create_conn(
+            host, port, client_id=client_id, request_timeout_ms=int(timeout * 1000), **plain
+        )
+    except (OSError, ssl.SSLError, aiokafka_errors.KafkaError):
+        return None
+    try:
+        handshake = await conn.send(SaslHandShakeRequest("OAUTHBEARER"))
+        if handshake.error_code != 0:
+            return None  # the mechanism itself is refused: the regular connection says so
+        token = await opts.kwargs["sasl_oauth_token_provider"].token()
+        answer = await conn.send(SaslAuthenticateRequest(f"n,,\x01auth=Bearer {token}\x01\x01".encode()))
+        if answer.error_code != 0:
+            return f"SASL OAUTHBEARER authentication failed: {answer.error_message}"
+        if not answer.sasl_auth_bytes:
+            return None
+        try:
+            status = json.loads(answer.sasl_auth_bytes).get("status", "refused")
+        except (ValueError, AttributeError):
+            status = "refused"
+        return (
+            f"SASL OAUTHBEARER authentication failed: the broker refused the token ({status}): expired, "
+            "not yet valid, or not accepted by its validator"
+        )
+    except (OSError, aiokafka_errors.KafkaError):
+        return None
+    finally:
+        conn.close()
 
 
 def _broker_text(exc: BaseException) -> str:
