@@ -9,7 +9,9 @@ Kafka's data). Files, all PEM:
   the broker and Redis, for ``localhost``, ``127.0.0.1`` and the bridge address;
 - ``client.pem`` / ``client.key`` (+ ``client-keystore.pem``): a client certificate (CN ``autoscaler``)
   for the listener that requires one;
-- ``other-ca.pem``: a CA that signed nothing here, for clients that must NOT trust the servers.
+- ``other-ca.pem``: a CA that signed nothing here, for clients that must NOT trust the servers;
+- ``expired.pem`` / ``expired.key``: a server certificate from ``ca.pem`` for the same names that expired in
+  2020, for a server a client must refuse although it trusts its CA.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ class Certificates:
     client_cert = _File("client.pem")
     client_key = _File("client.key")
     client_keystore = _File("client-keystore.pem")
+    expired_cert = _File("expired.pem")
+    expired_key = _File("expired.key")
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -90,22 +94,39 @@ def _leaf(directory: Path, name: str, subject: str, extensions: str) -> None:
     (directory / f"{name}-keystore.pem").write_text(keystore)
 
 
+def _expired(directory: Path, name: str, subject: str, extensions: str) -> None:
+    """A leaf signed by ``ca.pem`` whose validity ended on 2 January 2020 (``openssl ca`` sets the dates)."""
+    _key(directory, name)
+    _openssl("req", "-new", "-key", f"{name}.key", "-subj", subject, "-out", f"{name}.csr", cwd=directory)
+    (directory / f"{name}.ext").write_text(extensions)
+    (directory / f"{name}-index.txt").write_text("")
+    (directory / f"{name}-ca.cnf").write_text(
+        "[ca]\ndefault_ca = d\n[d]\n"
+        f"database = {name}-index.txt\nnew_certs_dir = .\nserial = {name}.srl\ndefault_md = sha256\n"
+        "policy = p\nunique_subject = no\n[p]\ncommonName = supplied\n"
+    )
+    (directory / f"{name}.srl").write_text("1000\n")
+    _openssl(
+        "ca", "-batch", "-config", f"{name}-ca.cnf", "-cert", "ca.pem", "-keyfile", "ca.key",
+        "-in", f"{name}.csr", "-out", f"{name}.pem", "-notext", "-extfile", f"{name}.ext",
+        "-startdate", "20200101000000Z", "-enddate", "20200102000000Z",
+        cwd=directory,
+    )  # fmt: skip
+
+
 def ensure(layout: Layout) -> Certificates:
     """The run dir's certificates, made now when missing (about a tenth of a second)."""
     certs = Certificates(layout.run / "certs")
     if (certs.directory / ".complete").exists():
+        if not certs.expired_cert.exists():  # made by a devstack from before the expired certificate
+            _expired(certs.directory, "expired", "/CN=localhost", _server_extensions(layout))
         return certs
     directory = certs.directory
     directory.mkdir(parents=True, exist_ok=True)
     _ca(directory, "ca", "/CN=queue-autoscaler devstack CA")
     _ca(directory, "other-ca", "/CN=a CA the devstack broker does not use")
-    _leaf(
-        directory,
-        "server",
-        "/CN=localhost",
-        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
-        f"extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1,IP:{layout.bridge_ip}\n",
-    )
+    _leaf(directory, "server", "/CN=localhost", _server_extensions(layout))
+    _expired(directory, "expired", "/CN=localhost", _server_extensions(layout))
     _leaf(
         directory,
         "client",
@@ -114,3 +135,10 @@ def ensure(layout: Layout) -> Certificates:
     )
     (directory / ".complete").write_text("")
     return certs
+
+
+def _server_extensions(layout: Layout) -> str:
+    return (
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+        f"extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1,IP:{layout.bridge_ip}\n"
+    )

@@ -3,6 +3,10 @@ connections file's ``tls`` of a ``rediss://`` connection is what the controller'
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +19,8 @@ from autoscaler.model import TargetKey
 from autoscaler.observability.log_events import SourceLog
 from autoscaler.policy.backlog_keys import RedisCount, RedisPolicy, SourcePolicies
 from autoscaler.sources import redis
-from devstack import certs
+from devstack import certs, ports
+from devstack.config import layout as devstack_layout
 from tests.integration.source_servers import redis_client
 from tests.stack import Devstack, unique
 
@@ -79,6 +84,53 @@ async def test_a_server_certificate_from_another_ca_is_an_error_of_the_query_nam
     assert error is not None
     assert "CERTIFICATE_VERIFY_FAILED" in error
     assert f"rediss://127.0.0.1:{devstack.layout.redis_tls_port}/0" in error
+
+
+@contextlib.contextmanager
+def redis_with_an_expired_certificate(tmp_path: Path, made: certs.Certificates) -> Iterator[int]:
+    """A Redis server of its own, TLS only, with a certificate from the devstack CA that expired in 2020."""
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            "redis-server", "--port", "0", "--bind", "127.0.0.1", "--tls-port", str(port),
+            "--tls-cert-file", str(made.expired_cert), "--tls-key-file", str(made.expired_key),
+            "--tls-ca-cert-file", str(made.ca), "--tls-auth-clients", "no",
+            "--save", "", "--appendonly", "no", "--dir", str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        ports.wait("127.0.0.1", port, timeout=20, what="redis-server with the expired certificate")
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_an_expired_server_certificate_from_a_trusted_ca_is_an_error_saying_it_expired(
+    tmp_path: Path,
+) -> None:
+    made = certs.ensure(devstack_layout())
+    with redis_with_an_expired_certificate(tmp_path, made) as port:
+        loaded = connections_file(tmp_path, f"{{ca-file: {made.ca}}}", f"rediss://127.0.0.1:{port}/0")
+        backlogs = SourceBacklogs(loaded, registry=CollectorRegistry())
+        policy = RedisPolicy("s", "g", "secured", RedisCount.LAG, per_replica=5, activation=0)
+        try:
+            figures = await backlogs.read(targets={TARGET: SourcePolicies(redis=policy)})
+        finally:
+            await backlogs.close()
+
+    error = figures[TARGET].redis_error
+    assert figures[TARGET].redis is None
+    assert error is not None
+    assert "certificate verify failed: certificate has expired" in error, error
 
 
 async def test_without_a_ca_file_the_system_cas_are_used_and_do_not_trust_the_devstack_server(
