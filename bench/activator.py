@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes_asyncio import client as kube_client
-from kubernetes_asyncio import config as kube_config
 
 from autoscaler.observability.log_events import ActivatorLog, ControlLog
 from devstack import stack as devstack_stack
@@ -56,6 +55,7 @@ from devstack.harness import (
     Devstack,
     deployment,
     eventually,
+    kube_api,
     python_container,
     ready_endpoints,
     service,
@@ -123,11 +123,7 @@ async def worker_stack(
     stack_layout = devstack_layout()
     await asyncio.to_thread(devstack_stack.up, stack_layout)
     devstack = Devstack(stack_layout)
-    configuration = kube_client.Configuration()
-    await kube_config.load_kube_config(
-        config_file=str(devstack.kubeconfig), client_configuration=configuration
-    )
-    async with kube_client.ApiClient(configuration) as api:
+    async with kube_api(devstack) as api:
         namespace = unique("bench")
         core = kube_client.CoreV1Api(api)
         await core.create_namespace({"metadata": {"name": namespace}})
@@ -477,14 +473,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             replicas=1,
             annotations={"min-replicas": "1", "max-replicas": "1"},
             worker_args=["--delay", str(args.worker_delay)],
-            # The load generator opens up to max(--concurrency) connections from one address.
+            # The load generator opens up to max(--concurrency, --paced-connections) connections from one
+            # address.
             activator_args=[
                 "--processes",
                 str(args.processes),
                 "--event-loop",
                 args.event_loop,
                 "--max-connections-per-client",
-                str(4 * max(args.concurrency)),
+                str(4 * max(*args.concurrency, args.paced_connections)),
             ],
         ) as stack:
             (pod_ip,) = await eventually(

@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes_asyncio import client as kube_client
-from kubernetes_asyncio import config as kube_config
 from prometheus_client import CollectorRegistry
 
 from autoscaler.activator import server, watching
@@ -52,7 +51,7 @@ from bench.activator import machine, versions
 from devstack import stack as devstack_stack
 from devstack.config import REPO_ROOT
 from devstack.config import layout as devstack_layout
-from devstack.harness import Devstack, deployment, eventually, python_container, unique
+from devstack.harness import Devstack, deployment, eventually, kube_api, python_container, unique
 from devstack.processes import Process, activator, controller
 
 RESULTS = REPO_ROOT / "bench" / "results"
@@ -361,11 +360,7 @@ async def populated(
     stack_layout = devstack_layout()
     await asyncio.to_thread(devstack_stack.up, stack_layout)
     devstack = Devstack(stack_layout)
-    configuration = kube_client.Configuration()
-    await kube_config.load_kube_config(
-        config_file=str(devstack.kubeconfig), client_configuration=configuration
-    )
-    async with kube_client.ApiClient(configuration) as api:
+    async with kube_api(devstack) as api:
         namespace = unique("watch-sharing")
         core = kube_client.CoreV1Api(api)
         await core.create_namespace({"metadata": {"name": namespace}})

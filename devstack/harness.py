@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 from kubernetes_asyncio import client
+from kubernetes_asyncio import config as kube_config
 
 from devstack.config import DEVSTACK_DIR, REPO_ROOT, Layout
 
@@ -357,3 +358,17 @@ async def spec_replicas(api: client.ApiClient, namespace: str, name: str) -> int
     """spec.replicas as the scale subresource reports it."""
     scale = await client.AppsV1Api(api).read_namespaced_deployment_scale(name, namespace)
     return int(scale.spec.replicas or 0)
+
+
+@asynccontextmanager
+async def kube_api(devstack: Devstack) -> AsyncIterator[client.ApiClient]:
+    """An API client on the devstack's admin kubeconfig; SystemExit naming devstack/up when there is none."""
+    configuration = client.Configuration()
+    try:
+        await kube_config.load_kube_config(
+            config_file=str(devstack.kubeconfig), client_configuration=configuration
+        )
+    except (OSError, kube_config.ConfigException) as exc:
+        raise SystemExit(f"no devstack kubeconfig ({exc}): start the devstack with devstack/up") from exc
+    async with client.ApiClient(configuration) as api:
+        yield api
