@@ -175,6 +175,15 @@ def stop(layout: Layout) -> None:
         procs.stop(entry, pid_dir=layout.pids, grace=20)
 
 
+def resumable(layout: Layout) -> bool:
+    """Whether a previous start left data here under the configuration a start would write now."""
+    home = layout.run / "kafka"
+    props = home / "server.properties"
+    if not props.exists() or not (home / "data").is_dir():
+        return False
+    return props.read_text() == server_properties(layout, home / "data", certs.ensure(layout))
+
+
 def resume(layout: Layout) -> procs.Recorded:
     """Starts the broker again on the data and configuration of the previous start."""
     home = layout.run / "kafka"

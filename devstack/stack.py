@@ -44,9 +44,22 @@ def _start_kafka(layout: Layout) -> None:
     if _running(layout, kafka.NAME):
         _say("kafka already running")
         return
-    _say("starting kafka")
-    kafka.start(layout)
-    kafka.wait_ready(layout, timeout=90)
+    # A broker stopped on its own (or by a test) comes back on its data: its topics and groups are kept.
+    # Fresh after devstack/down (which removes the data), or when the configuration changed.
+    if kafka.resumable(layout):
+        _say("resuming kafka on its data")
+        kafka.resume(layout)
+        try:
+            kafka.wait_ready(layout, timeout=90)
+        except RuntimeError as exc:
+            _say(f"kafka did not come back on its data ({str(exc).splitlines()[0]}): starting it afresh")
+            kafka.stop(layout)
+            kafka.start(layout)
+            kafka.wait_ready(layout, timeout=90)
+    else:
+        _say("starting kafka")
+        kafka.start(layout)
+        kafka.wait_ready(layout, timeout=90)
     _say(f"kafka ready at {layout.kafka_bootstrap} (pods: {layout.kafka_pod_bootstrap})")
 
 

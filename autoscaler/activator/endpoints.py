@@ -131,7 +131,7 @@ class Endpoints:
             state = self._targets[target] = _Target()
         for gone in state.slots.keys() - wanted:
             del state.slots[gone]
-        for address in sorted(wanted - state.slots.keys()):
+        for address in sorted(address for address in wanted if address not in state.slots):
             state.slots[address] = _Slot(address, state.changed)
         if state.slots:
             state.changed.notify_all()

@@ -1,4 +1,5 @@
-"""``devstack/down`` stops everything it started; ``devstack/up`` brings it all back."""
+"""``devstack/down`` stops everything it started; ``devstack/up`` brings it all back (a stopped Kafka on
+its data)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,22 @@ from pathlib import Path
 import pytest
 from kubernetes_asyncio import client
 
-from devstack import network, procs, servers
+from devstack import kafka, network, procs, servers
+from devstack import stack as devstack_stack
 from devstack.config import DEVSTACK_DIR, REPO_ROOT
 from devstack.stack import COMPONENTS
-from tests.stack import Devstack, deployment, eventually, python_container
+from tests.stack import (
+    Devstack,
+    commit,
+    create_topic,
+    deployment,
+    eventually,
+    kafka_tool_describe,
+    list_topics,
+    produce,
+    python_container,
+    unique,
+)
 
 pytestmark = pytest.mark.devstack
 
@@ -129,3 +142,23 @@ async def test_stopping_the_message_servers_ends_rabbitmq_its_epmd_redis_nats_an
         assert daemon_pids(devstack) == shared_before
     finally:
         await asyncio.to_thread(servers.stop, layout)
+
+
+async def test_up_brings_a_stopped_kafka_back_on_its_data_with_its_topics_and_committed_offsets(
+    devstack: Devstack, capfd: pytest.CaptureFixture[str]
+) -> None:
+    topic, group = unique("kept"), unique("kept-group")
+    await create_topic(devstack.kafka_bootstrap, topic, 1)
+    await produce(devstack.kafka_bootstrap, topic, 5)
+    await commit(devstack.kafka_bootstrap, group, topic, {0: 3})
+    await asyncio.to_thread(kafka.stop, devstack.layout)
+    try:
+        await asyncio.to_thread(devstack_stack.up, devstack.layout)
+    finally:
+        if procs.running(kafka.NAME, pid_dir=devstack.layout.pids) is None:
+            await asyncio.to_thread(devstack_stack.up, devstack.layout)
+
+    assert "resuming kafka on its data" in capfd.readouterr().err
+    assert topic in await list_topics(devstack.kafka_bootstrap)
+    rows = await kafka_tool_describe(devstack.kafka_bootstrap, group)
+    assert (rows[(topic, 0)].current, rows[(topic, 0)].end) == (3, 5)
