@@ -34,7 +34,6 @@ import aiohttp
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from kubernetes_asyncio import client as kube_client
-from kubernetes_asyncio import config as kube_config
 from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.config import layout as devstack_layout
@@ -43,6 +42,7 @@ from devstack.harness import (
     create_deployments,
     delete_topics,
     deployment,
+    kube_api,
     python_container,
     wait_last_active,
 )
@@ -152,20 +152,13 @@ async def wait_targets(process: Process, port: int, targets: int, *, timeout: fl
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     stack = Devstack(devstack_layout())
-    configuration = kube_client.Configuration()
-    try:
-        await kube_config.load_kube_config(
-            config_file=str(stack.kubeconfig), client_configuration=configuration
-        )
-    except (OSError, kube_config.ConfigException) as exc:
-        raise SystemExit(f"no devstack kubeconfig ({exc}): start the devstack with devstack/up") from exc
     run_id = uuid.uuid4().hex[:8]
     namespace = f"bench-cost-{run_id}"
     topics = [f"bench-cost-{run_id}-t{i}" for i in range(args.topics)]
     groups = [f"bench-cost-{run_id}-g{i:04d}" for i in range(args.targets)]
     bootstrap = stack.kafka_bootstrap
     process: Process | None = None
-    async with kube_client.ApiClient(configuration) as api:
+    async with kube_api(stack) as api:
         core = kube_client.CoreV1Api(api)
         await core.create_namespace({"metadata": {"name": namespace}})
         try:

@@ -38,7 +38,6 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from kubernetes_asyncio import client as kube_client
-from kubernetes_asyncio import config as kube_config
 
 from autoscaler.observability.log_events import ControlLog
 from devstack.config import layout as devstack_layout
@@ -48,6 +47,7 @@ from devstack.harness import (
     create_topic,
     delete_topics,
     deployment,
+    kube_api,
     python_container,
     target_annotations,
     wait_last_active,
@@ -252,15 +252,8 @@ def markdown(report: dict[str, Any]) -> str:
 
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     stack = Devstack(devstack_layout())
-    configuration = kube_client.Configuration()
-    try:
-        await kube_config.load_kube_config(
-            config_file=str(stack.kubeconfig), client_configuration=configuration
-        )
-    except (OSError, kube_config.ConfigException) as exc:
-        raise SystemExit(f"no devstack kubeconfig ({exc}): start the devstack with devstack/up") from exc
     results = []
-    async with kube_client.ApiClient(configuration) as api:
+    async with kube_api(stack) as api:
         for targets in sorted({int(x) for x in args.targets.split(",")}):
             print(f"{targets} annotated Deployments, interval {args.interval:g}s", file=sys.stderr)
             result = await measure(
