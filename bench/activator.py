@@ -568,6 +568,9 @@ def markdown(result: Mapping[str, Any]) -> str:
         f"{s['nginx_worker_processes']} worker process(es) with a keepalive upstream",
         "- load generator, activator, nginx and the worker pod share this machine's CPUs",
     ]
+    failed = failed_paths(result)
+    if failed:
+        lines += ["", f"**Not a valid measurement: requests failed on {', '.join(failed)}.**"]
     for level in [*result["levels"], *result.get("paced", [])]:
         if level.get("rate") is None:
             title = (
@@ -609,6 +612,17 @@ def markdown(result: Mapping[str, Any]) -> str:
                     f"{row['p99_ms']:.2f} | {row['rps']:.0f} | {row['errors']} |"
                 )
     return "\n".join(lines) + "\n"
+
+
+def failed_paths(result: Mapping[str, Any]) -> list[str]:
+    """Every "path at N connections" with failed requests (socket errors or non-2xx answers) in any round."""
+    failed: list[str] = []
+    for level in [*result["levels"], *result.get("paced", [])]:
+        paced = "" if level.get("rate") is None else f" paced at {level['rate']}/s"
+        for name in PATHS:
+            if any(entry["paths"][name]["errors"] for entry in level["rounds"]):
+                failed.append(f"{name} at {level['concurrency']} connections{paced}")
+    return failed
 
 
 def write_results(name: str, result: Mapping[str, Any], text: str, out: Path) -> None:
@@ -690,6 +704,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = markdown(result)
     write_results("activator", result, text, args.out)
     print(text)
+    failed = failed_paths(result)
+    if failed:
+        say(f"requests failed on {', '.join(failed)}: not a valid measurement")
+        return 1
     return 0
 
 
