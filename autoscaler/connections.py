@@ -187,8 +187,16 @@ class KafkaConnection(_Frozen):
         return (*(self.tls.files if self.tls else ()), *(self.sasl.files if self.sasl else ()))
 
 
+def _tls_needs_scheme(tls: TLS | None, url: str, field: str, secure: str) -> None:
+    """``tls`` over a plaintext URL would be accepted and never used: refused, naming the scheme to use."""
+    if tls is not None and not url.startswith(f"{secure}://"):
+        plain = url.partition("://")[0]
+        raise ValueError(f"tls is set but the {field} is {plain}:// (plaintext): use {secure}:// for TLS")
+
+
 class RabbitMQConnection(_Frozen):
-    """One RabbitMQ management API (HTTP basic authentication with the password from a file)."""
+    """One RabbitMQ management API (HTTP basic authentication with the password from a file); ``tls`` needs
+    an ``https://`` URL."""
 
     name: str = DEFAULT
     management_url: Annotated[str, _url(("http", "https"))]
@@ -200,6 +208,7 @@ class RabbitMQConnection(_Frozen):
     def _credentials(self) -> RabbitMQConnection:
         if (self.username is None) != (self.password_file is None):
             raise ValueError("username and password-file: both or neither")
+        _tls_needs_scheme(self.tls, self.management_url, "management-url", "https")
         return self
 
 
@@ -214,18 +223,23 @@ class RedisConnection(_Frozen):
 
     @pydantic.model_validator(mode="after")
     def _tls_scheme(self) -> RedisConnection:
-        if self.tls is not None and not self.url.startswith("rediss://"):
-            raise ValueError("tls is set but the url is redis:// (plaintext): use rediss:// for TLS")
+        _tls_needs_scheme(self.tls, self.url, "url", "rediss")
         return self
 
 
 class NatsConnection(_Frozen):
-    """One NATS server's monitoring endpoint (``/jsz``) and the JetStream account to read."""
+    """One NATS server's monitoring endpoint (``/jsz``) and the JetStream account to read; ``tls`` needs an
+    ``https://`` URL."""
 
     name: str = DEFAULT
     monitoring_url: Annotated[str, _url(("http", "https"))]
     account: _NonEmpty = "$G"
     tls: TLS | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _tls_scheme(self) -> NatsConnection:
+        _tls_needs_scheme(self.tls, self.monitoring_url, "monitoring-url", "https")
+        return self
 
 
 _Name = Annotated[str, Field(pattern=f"^{NAME_PATTERN}$")]

@@ -240,14 +240,29 @@ def test_a_ca_file_that_is_no_certificate_is_a_settings_error_naming_the_file(se
         connections.ssl_context(connection_tls)
 
 
-def test_redis_tls_with_a_plaintext_url_is_refused_and_with_rediss_it_is_kept(secrets: Path) -> None:
+def test_tls_over_a_plaintext_url_is_refused_for_every_kind_naming_the_scheme_to_use(secrets: Path) -> None:
     tls = f"tls: {{ca-file: {secrets}/ca.pem}}"
-    plaintext = write(secrets, f"redis: {{default: {{url: 'redis://r:6379', {tls}}}}}")
+    plaintext = write(
+        secrets,
+        f"""
+redis: {{default: {{url: 'redis://r:6379', {tls}}}}}
+rabbitmq: {{default: {{management-url: 'http://rabbitmq:15672', {tls}}}}}
+nats: {{default: {{monitoring-url: 'http://nats:8222', {tls}}}}}
+""",
+    )
     with pytest.raises(SettingsError) as caught:
         connections.load(plaintext)
-    assert str(caught.value).splitlines()[1].strip() == (
-        "redis connection 'default': tls is set but the url is redis:// (plaintext): use rediss:// for TLS"
-    )
+    assert [line.strip() for line in str(caught.value).splitlines()[1:]] == [
+        "rabbitmq connection 'default': tls is set but the management-url is http:// (plaintext): use "
+        "https:// for TLS",
+        "redis connection 'default': tls is set but the url is redis:// (plaintext): use rediss:// for TLS",
+        "nats connection 'default': tls is set but the monitoring-url is http:// (plaintext): use https:// "
+        "for TLS",
+    ]
+
+
+def test_redis_tls_with_rediss_is_kept(secrets: Path) -> None:
+    tls = f"tls: {{ca-file: {secrets}/ca.pem}}"
 
     secured = write(secrets, f"redis: {{default: {{url: 'rediss://r:6379', {tls}}}}}")
     kept = connections.load(secured).redis["default"].tls
