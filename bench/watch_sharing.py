@@ -389,7 +389,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     sent, received = pipe_cpu(changes)
     per_1000 = 1000 * 1000 / args.churn
     return {
-        "command": "python -m bench.watch_sharing " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python -m bench.watch_sharing", *sys.argv[1:]]),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "versions": versions(),
