@@ -28,15 +28,6 @@ def _secret(path: Any) -> Callable[[], str]:
     return lambda: conns.read_secret(path)
 
 
-def _tls_files(tls: conns.TLS) -> redis.TLSFiles:
-    def text(path: Any) -> str | None:
-        return None if path is None else str(path)
-
-    return redis.TLSFiles(
-        text(tls.ca_file), text(tls.cert_file), text(tls.key_file), verify=not tls.insecure_skip_verify
-    )
-
-
 class SourceBacklogs:
     def __init__(
         self,
@@ -130,7 +121,7 @@ class SourceBacklogs:
             self._redis[name] = redis.StreamReader(
                 c.url,
                 password=None if c.password_file is None else _secret(c.password_file),
-                tls=None if c.tls is None else _tls_files(c.tls),
+                tls=c.tls,
                 settings=self._settings,
                 registry=self._registry,
             )

@@ -16,6 +16,7 @@ from typing import Protocol
 import structlog
 from prometheus_client import CollectorRegistry
 
+from autoscaler import connections
 from autoscaler.errors import BacklogError, SourceError
 from autoscaler.model import StreamBacklog as StreamBacklog
 from autoscaler.observability.log_events import SourceLog
@@ -37,17 +38,6 @@ class StreamQuery:
 StreamResult = StreamBacklog | SourceError
 
 
-@dataclass(frozen=True, slots=True)
-class TLSFiles:
-    """How a ``rediss://`` connection checks the server: against ``ca_file`` (None: the system CAs), or not at
-    all (``verify`` False); a client certificate when ``cert_file`` and ``key_file`` are set."""
-
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    verify: bool = True
-
-
 class CommandPipe(Protocol):
     async def run(self, commands: Sequence[tuple[str, ...]]) -> list[object]:
         """Sends every command in one round trip; each reply, or the server's error for that command
@@ -65,7 +55,7 @@ class StreamReader(reading.BatchReader[StreamQuery, StreamResult]):
         url: str,
         *,
         password: Callable[[], str | None] | None = None,
-        tls: TLSFiles | None = None,
+        tls: connections.TLS | None = None,
         pipe: CommandPipe | None = None,
         settings: reading.ReaderSettings | None = None,
         registry: CollectorRegistry | None = None,

@@ -6,16 +6,14 @@ Kept apart from ``sources.redis`` so that redis-py is imported only where a Redi
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 from redis.credentials import CredentialProvider
 
+from autoscaler import connections
 from autoscaler.errors import SourceError, SourceUnavailable
-
-if TYPE_CHECKING:
-    from autoscaler.sources.redis import TLSFiles
 
 
 class _PasswordProvider(CredentialProvider):
@@ -36,7 +34,7 @@ class RedisPipe:
         *,
         password: Callable[[], str | None] | None,
         timeout: float,
-        tls: TLSFiles | None = None,
+        tls: connections.TLS | None = None,
     ) -> None:
         self.url = url
         self._client = aioredis.Redis.from_url(
@@ -64,12 +62,17 @@ class RedisPipe:
         await self._client.aclose()
 
 
-def _tls_options(tls: TLSFiles) -> dict[str, Any]:
+def _tls_options(tls: connections.TLS) -> dict[str, Any]:
     """redis-py's SSLConnection arguments (used for ``rediss://`` URLs)."""
+
+    def text(path: object) -> str | None:
+        return None if path is None else str(path)
+
+    verify = not tls.insecure_skip_verify
     return {
-        "ssl_ca_certs": tls.ca_file,
-        "ssl_certfile": tls.cert_file,
-        "ssl_keyfile": tls.key_file,
-        "ssl_cert_reqs": "required" if tls.verify else "none",
-        "ssl_check_hostname": tls.verify,
+        "ssl_ca_certs": text(tls.ca_file),
+        "ssl_certfile": text(tls.cert_file),
+        "ssl_keyfile": text(tls.key_file),
+        "ssl_cert_reqs": "required" if verify else "none",
+        "ssl_check_hostname": verify,
     }
