@@ -48,14 +48,11 @@ from typing import Any
 from kubernetes_asyncio import client as kube_client
 
 from autoscaler.observability.log_events import ActivatorLog, ControlLog
-from devstack import stack as devstack_stack
 from devstack.config import REPO_ROOT
-from devstack.config import layout as devstack_layout
 from devstack.harness import (
-    Devstack,
     deployment,
+    devstack_namespace,
     eventually,
-    kube_api,
     python_container,
     ready_endpoints,
     service,
@@ -120,13 +117,8 @@ async def worker_stack(
 ) -> AsyncIterator[WorkerStack]:
     """A fresh namespace with the HTTP worker Deployment (``annotations`` without the prefix) and its
     Service, the controller and the activator; all stopped and deleted afterwards."""
-    stack_layout = devstack_layout()
-    await asyncio.to_thread(devstack_stack.up, stack_layout)
-    devstack = Devstack(stack_layout)
-    async with kube_api(devstack) as api:
-        namespace = unique("bench")
+    async with devstack_namespace("bench") as (devstack, api, namespace):
         core = kube_client.CoreV1Api(api)
-        await core.create_namespace({"metadata": {"name": namespace}})
         processes: list[Process] = []
         try:
             container = python_container(
@@ -183,8 +175,6 @@ async def worker_stack(
         finally:
             for process in reversed(processes):
                 process.stop()
-            with contextlib.suppress(kube_client.ApiException):
-                await core.delete_namespace(namespace)
 
 
 @contextlib.contextmanager

@@ -48,10 +48,15 @@ from prometheus_client import CollectorRegistry
 from autoscaler.activator import server, watching
 from autoscaler.kube import endpointslices, targets, watch
 from bench.activator import machine, versions
-from devstack import stack as devstack_stack
 from devstack.config import REPO_ROOT
-from devstack.config import layout as devstack_layout
-from devstack.harness import Devstack, deployment, eventually, kube_api, python_container, unique
+from devstack.harness import (
+    Devstack,
+    deployment,
+    devstack_namespace,
+    eventually,
+    python_container,
+    unique,
+)
 from devstack.processes import Process, activator, controller
 
 RESULTS = REPO_ROOT / "bench" / "results"
@@ -357,19 +362,9 @@ def _plain(change: Any) -> tuple[Any, ...]:
 async def populated(
     args: argparse.Namespace,
 ) -> AsyncIterator[tuple[Devstack, kube_client.ApiClient, str, list[str]]]:
-    stack_layout = devstack_layout()
-    await asyncio.to_thread(devstack_stack.up, stack_layout)
-    devstack = Devstack(stack_layout)
-    async with kube_api(devstack) as api:
-        namespace = unique("watch-sharing")
-        core = kube_client.CoreV1Api(api)
-        await core.create_namespace({"metadata": {"name": namespace}})
-        try:
-            say(f"creating {args.deployments} Deployments and {args.deployments + args.other_slices} slices")
-            yield devstack, api, namespace, await populate(api, namespace, args)
-        finally:
-            with contextlib.suppress(kube_client.ApiException):
-                await core.delete_namespace(namespace)
+    async with devstack_namespace("watch-sharing") as (devstack, api, namespace):
+        say(f"creating {args.deployments} Deployments and {args.deployments + args.other_slices} slices")
+        yield devstack, api, namespace, await populate(api, namespace, args)
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -4,6 +4,7 @@ Deployments, waiting for conditions (``eventually``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 from kubernetes_asyncio import client
 from kubernetes_asyncio import config as kube_config
 
+from devstack import config, stack
 from devstack.config import DEVSTACK_DIR, REPO_ROOT, Layout
 
 T = TypeVar("T")
@@ -372,3 +374,20 @@ async def kube_api(devstack: Devstack) -> AsyncIterator[client.ApiClient]:
         raise SystemExit(f"no devstack kubeconfig ({exc}): start the devstack with devstack/up") from exc
     async with client.ApiClient(configuration) as api:
         yield api
+
+
+@asynccontextmanager
+async def devstack_namespace(prefix: str) -> AsyncIterator[tuple[Devstack, client.ApiClient, str]]:
+    """The devstack (started when it is not), an API client and a new namespace, deleted afterwards."""
+    layout = config.layout()
+    await asyncio.to_thread(stack.up, layout)
+    devstack = Devstack(layout)
+    async with kube_api(devstack) as api:
+        namespace = unique(prefix)
+        core = client.CoreV1Api(api)
+        await core.create_namespace({"metadata": {"name": namespace}})
+        try:
+            yield devstack, api, namespace
+        finally:
+            with contextlib.suppress(client.ApiException):
+                await core.delete_namespace(namespace)
