@@ -8,6 +8,8 @@ decoded. ``http1.Connection`` inherits these callbacks and makes the Request whe
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from autoscaler.activator import guard
 
 
@@ -35,6 +37,14 @@ class HeadParsing:
         self._expects = False
         self._connection_values: list[bytes] = []
         self._head_size = 0
+        self._refusal: TooLarge | Malformed | None = None
+
+    def _refuse_head(self, refusal: TooLarge | Malformed) -> NoReturn:
+        """Stops the parser from a callback; ``data_received`` answers ``self._refusal``. Kept here, not read
+        back from the parser's error: httptools hands a callback's exception on only as the ``__context__``
+        of its own, and CPython replaces that with whatever exception is being handled when it is raised."""
+        self._refusal = refusal
+        raise refusal
 
     def on_message_begin(self) -> None:
         self._in_head = True
@@ -49,13 +59,13 @@ class HeadParsing:
     def on_url(self, url: bytes) -> None:
         self._url += url
         if len(self._url) > self._limits.max_line_size:
-            raise TooLarge("request line")
+            self._refuse_head(TooLarge("request line"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if len(name) + len(value) + 2 > self._limits.max_field_size:
-            raise TooLarge("header field")
+            self._refuse_head(TooLarge("header field"))
         if len(self._headers) >= self._limits.max_headers:
-            raise TooLarge("header fields")
+            self._refuse_head(TooLarge("header fields"))
         self._headers.append((name, value))
         # The fields the activator itself reads, picked up here so that the rest need not be decoded.
         lowered = name.lower()

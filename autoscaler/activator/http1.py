@@ -172,16 +172,16 @@ class Connection(HeadParsing, asyncio.Protocol):
             self._stop_reading_requests()
         except TooLarge:
             self._refuse(431, self._too_large())
-        except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
+        except httptools.HttpParserCallbackError:
+            cause, self._refusal = self._refusal, None
             if isinstance(cause, TooLarge):
                 self._refuse(431, self._too_large())
             elif isinstance(cause, Malformed):
                 self._refuse(400, f"malformed request: {cause}")
             else:
                 raise
-        except httptools.HttpParserError as exc:
-            self._refuse(400, "malformed request: " + " ".join(str(exc).split())[:200])
+        except httptools.HttpParserError as malformed:
+            self._refuse(400, "malformed request: " + " ".join(str(malformed).split())[:200])
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -198,7 +198,7 @@ class Connection(HeadParsing, asyncio.Protocol):
         self._disarm()
         parser = self._parser
         if self._hosts > 1:
-            raise Malformed("more than one Host header")
+            self._refuse_head(Malformed("more than one Host header"))
         length = self._length
         content = Body(self.throttle, on_first_read=self._send_continue if self._expects else None)
         request = Request(

@@ -78,10 +78,10 @@ Handler = Callable[["Request"], Awaitable[Answer]]
 
 # Fields that describe one connection, never forwarded (RFC 9110 7.6.1), lower-cased (and so are the ones
 # a Connection field lists: ``listed_tokens``).
-HOP_BY_HOP: Final = frozenset(
+HOP_BY_HOP: Final[frozenset[str]] = frozenset(
     {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
 )
-HOP_BY_HOP_BYTES: Final = frozenset(name.encode() for name in HOP_BY_HOP)
+HOP_BY_HOP_BYTES: Final[frozenset[bytes]] = frozenset(name.encode() for name in HOP_BY_HOP)
 _NONE_LISTED: Final[frozenset[bytes]] = frozenset()
 
 

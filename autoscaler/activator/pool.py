@@ -254,12 +254,12 @@ async def exchange(
             if conn.reused and attempt + 1 < attempts:
                 continue  # the endpoint had closed this idle connection: once more on a new one
             raise errors.UpstreamError(f"{address} failed: {exc}") from exc
-        except UpstreamTimeout as exc:
+        except UpstreamTimeout as timeout:
             pool.release(conn, keep=False)
-            raise UpstreamTimeout(f"{address} did not answer in time") from exc
-        except errors.UpstreamError as exc:
+            raise UpstreamTimeout(f"{address} did not answer in time") from timeout
+        except errors.UpstreamError as failed:
             pool.release(conn, keep=False)
-            raise errors.UpstreamError(f"{address} failed: {exc}") from exc
+            raise errors.UpstreamError(f"{address} failed: {failed}") from failed
         except BaseException:
             pool.release(conn, keep=False)
             raise

@@ -17,7 +17,7 @@ from autoscaler.model import TargetKey
 from autoscaler.policy import hosts
 from autoscaler.policy.annotations import ScalingPolicy
 
-CLUSTER_DOMAIN = hosts.CLUSTER_DOMAIN
+CLUSTER_DOMAIN: Final[str] = hosts.CLUSTER_DOMAIN
 
 _HOST_PORT_RE = re.compile(r"^[0-9]{0,5}$")
 

@@ -227,8 +227,8 @@ class Activator:
                     )
                 except proxy.BodyTooLarge:
                     return self.reply(target, 413, self._too_large(), close=True)
-                except proxy.BodyFailed as exc:
-                    return self._body_failed(target, exc)
+                except proxy.BodyFailed as broken:
+                    return self._body_failed(target, broken)
                 rejection = cloudevents.check_structured(body, request.headers, route.cloudevents)
             else:
                 rejection = cloudevents.check_binary(request.headers, route.cloudevents)
@@ -238,14 +238,14 @@ class Activator:
             grant = self.buffer.lease_now(ticket, route) or await self.buffer.lease(
                 ticket, route, on_cold=self._cold_start, on_queued=self._queued
             )
-        except errors.QueueFull as exc:
+        except errors.QueueFull as full:
             _bound(target).warning(ActivatorLog.QUEUE_OVERFLOWED, max_pending=route.max_pending)
-            return self.reply(target, 503, f"queue full: {exc}", retry_after=True)
-        except errors.ActivationTimeout as exc:
+            return self.reply(target, 503, f"queue full: {full}", retry_after=True)
+        except errors.ActivationTimeout as timeout:
             _bound(target).warning(ActivatorLog.ACTIVATION_TIMED_OUT, timeout=route.activation_timeout)
-            return self.reply(target, 504, f"activation timeout: {exc}")
-        except buffer.Closed as exc:
-            return self.reply(target, 503, f"request not forwarded: {exc}", retry_after=True)
+            return self.reply(target, 504, f"activation timeout: {timeout}")
+        except buffer.Closed as closed:
+            return self.reply(target, 503, f"request not forwarded: {closed}", retry_after=True)
         if grant.waited is not None:
             self.metrics.waited(target, grant.waited)
         return await self._forward(request, route, grant.lease, body)
@@ -261,19 +261,19 @@ class Activator:
                 if body is None and request.body_exists:
                     body = await self._forwarder.small_body(request, body)
                 upstream, active = await self._send(request, target, lease, body)
-            except proxy.UpstreamTimeout as exc:
-                return self._upstream_failed(target, 504, exc)
+            except proxy.UpstreamTimeout as timeout:
+                return self._upstream_failed(target, 504, timeout)
             except proxy.BodyTooLarge:
                 return self.reply(target, 413, self._too_large(), close=True)
-            except proxy.BodyFailed as exc:
-                return self._body_failed(target, exc)
-            except errors.UpstreamError as exc:
-                return self._upstream_failed(target, 502, exc)
+            except proxy.BodyFailed as broken:
+                return self._body_failed(target, broken)
+            except errors.UpstreamError as failed:
+                return self._upstream_failed(target, 502, failed)
             self.metrics.latency(target, self._clock() - started)
             try:
                 relayed = await self._forwarder.relay(request=request, upstream=upstream)
-            except proxy.ResponseTooLarge as exc:
-                return self._upstream_failed(target, 502, exc)
+            except proxy.ResponseTooLarge as too_large:
+                return self._upstream_failed(target, 502, too_large)
             finally:
                 upstream.release()
             self.metrics.response(target, relayed.status)
@@ -289,17 +289,20 @@ class Activator:
     ) -> tuple[proxy.Upstream, endpoints.Lease]:
         """Sends to the leased endpoint; when the connection is refused (nothing was sent: a pod that
         has just started may not listen yet), once more after a short backoff to a freshly picked one."""
+        # Nothing is awaited inside an except block here or in drain: the compiled build (setup.py) does not
+        # keep the exception being handled across a suspension there.
         try:
             return await self._forwarder.send(request=request, address=lease.address, body=body), lease
         except proxy.ConnectFailed as exc:
-            lease.release()
-            _bound(target).info(ActivatorLog.UPSTREAM_RETRIED, error=str(exc))
-            if self.on_refused is not None:
-                self.on_refused(target, lease.address)
-            await self._retry_sleep(self._retry_backoff)
-            retry = self.endpoints.pick(target, avoid=lease.address)
-            if retry is None:
-                raise
+            refused = exc
+        lease.release()
+        _bound(target).info(ActivatorLog.UPSTREAM_RETRIED, error=str(refused))
+        if self.on_refused is not None:
+            self.on_refused(target, lease.address)
+        await self._retry_sleep(self._retry_backoff)
+        retry = self.endpoints.pick(target, avoid=lease.address)
+        if retry is None:
+            raise refused
         try:
             return await self._forwarder.send(request=request, address=retry.address, body=body), retry
         except BaseException:
@@ -319,14 +322,16 @@ class Activator:
             async with asyncio.timeout(timeout):
                 await self.buffer.wait_idle()
         except TimeoutError:
-            self.buffer.close_all("the activator is shutting down")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1.0):
-                    await self.buffer.wait_unqueued()
-            log.warning(ActivatorLog.DRAIN_TIMED_OUT, held=self.buffer.held)
-            return DrainResult(left=self.buffer.held, timed_out=True)
-        log.info(ActivatorLog.DRAIN_FINISHED)
-        return DrainResult(left=0, timed_out=False)
+            pass
+        else:
+            log.info(ActivatorLog.DRAIN_FINISHED)
+            return DrainResult(left=0, timed_out=False)
+        self.buffer.close_all("the activator is shutting down")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await self.buffer.wait_unqueued()
+        log.warning(ActivatorLog.DRAIN_TIMED_OUT, held=self.buffer.held)
+        return DrainResult(left=self.buffer.held, timed_out=True)
 
     async def close(self) -> None:
         """Closes the client session to the endpoints and stops probing."""

@@ -60,6 +60,7 @@ class Connection(asyncio.Protocol):
         self._status = 0
         self._until_eof = False
         self._received = False
+        self._head_only = False  # a callback stopped the parser after a head with no body
         self._loop = asyncio.get_running_loop()
         # The read timeout: an exchange fails when nothing was read for ``_timeout`` seconds.
         self._read_deadline = timers.Deadline(self._loop, self._check_timeout)
@@ -141,12 +142,14 @@ class Connection(asyncio.Protocol):
             return
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserCallbackError as exc:
-            if not isinstance(exc.__context__, _HeadOnly):
+        except httptools.HttpParserCallbackError:
+            # Not told by the error's __context__: CPython replaces it with any exception being handled.
+            if not self._head_only:
                 raise
+            self._head_only = False
             self._parser = httptools.HttpResponseParser(self)
-        except httptools.HttpParserError as exc:
-            self._fail(errors.UpstreamError(f"the endpoint's answer is not HTTP/1.1: {exc}"))
+        except httptools.HttpParserError as malformed:
+            self._fail(errors.UpstreamError(f"the endpoint's answer is not HTTP/1.1: {malformed}"))
 
     def throttle(self, reason: str, paused: bool) -> None:
         if self.transport is None or self.transport.is_closing():
@@ -205,6 +208,7 @@ class Connection(asyncio.Protocol):
             self._head.set_result(head)
         if no_body:
             self._on_complete(keep=self._parser.should_keep_alive())
+            self._head_only = True
             raise _HeadOnly()
 
     def on_body(self, data: bytes) -> None:

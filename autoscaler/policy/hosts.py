@@ -18,11 +18,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
+from typing import Final
 
 from autoscaler.errors import AnnotationProblem
 from autoscaler.model import TargetKey
 
-CLUSTER_DOMAIN = "cluster.local"
+CLUSTER_DOMAIN: Final = "cluster.local"
 KEY = "http-host"
 
 
