@@ -48,6 +48,7 @@ from typing import Any
 from kubernetes_asyncio import client as kube_client
 
 from autoscaler.observability.log_events import ActivatorLog, ControlLog
+from devstack import compiled
 from devstack.config import REPO_ROOT
 from devstack.harness import (
     deployment,
@@ -113,10 +114,13 @@ async def worker_stack(
     worker_args: Sequence[str] = (),
     controller_args: Sequence[str] = (),
     activator_args: Sequence[str] = (),
+    activator_form: str = "source",
     probe_period: int = 1,
 ) -> AsyncIterator[WorkerStack]:
     """A fresh namespace with the HTTP worker Deployment (``annotations`` without the prefix) and its
-    Service, the controller and the activator; all stopped and deleted afterwards."""
+    Service, the controller and the activator (``activator_form``: "source", or "compiled" for the build
+    devstack.compiled makes of setup.py's compiled modules); all stopped and deleted afterwards."""
+    form_env = {} if activator_form == "source" else compiled.environment(compiled.build())
     async with devstack_namespace("bench") as (devstack, api, namespace):
         core = kube_client.CoreV1Api(api)
         processes: list[Process] = []
@@ -149,10 +153,12 @@ async def worker_stack(
                 namespaces=[namespace],
                 controller_url=f"http://127.0.0.1:{reports}/v1/reports",
                 extra=activator_args,
-                env=env,
+                env={**env, **form_env},
             )
             processes.append(act.start())
             proxy_port = await act.wait_port("proxy")
+            if form_env and act.proc is not None and not compiled.runs_compiled(act.proc.pid):
+                raise SystemExit(f"the activator (pid {act.proc.pid}) did not load its compiled modules")
 
             async def routed() -> bool:
                 act.assert_alive()
@@ -473,6 +479,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "--max-connections-per-client",
                 str(4 * max(*args.concurrency, args.paced_connections)),
             ],
+            activator_form=args.form,
         ) as stack:
             (pod_ip,) = await eventually(
                 stack.endpoints, lambda found: len(found) == 1, timeout=120, what="one ready worker pod"
@@ -524,6 +531,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "nginx_worker_processes": args.processes,
             "activator_processes": args.processes,
             "activator_event_loop": args.event_loop,
+            "activator_form": args.form,
         },
         "levels": levels,
         "paced": paced,
@@ -554,7 +562,8 @@ def markdown(result: Mapping[str, Any]) -> str:
         "order rotates every round",
         f"- worker: one devstack pod running devstack.workers.http_worker (delay {s['worker_delay_s']} s); "
         f"the activator runs {s['activator_processes']} process(es) (`--processes`) on "
-        f"{s.get('activator_event_loop', 'asyncio')} (`--event-loop`), nginx "
+        f"{s.get('activator_event_loop', 'asyncio')} (`--event-loop`), "
+        f"{s.get('activator_form', 'source')} (`--form`), nginx "
         f"{s['nginx_worker_processes']} worker process(es) with a keepalive upstream",
         "- load generator, activator, nginx and the worker pod share this machine's CPUs",
     ]
@@ -674,6 +683,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("uvloop", "asyncio"),
         default="uvloop",
         help="the activator's event loop (its --event-loop; default uvloop)",
+    )
+    parser.add_argument(
+        "--form",
+        choices=("compiled", "source"),
+        default="compiled",
+        help="the activator as the image ships it, its request path compiled by mypyc (setup.py; built "
+        "once per source into $QA_CACHE/compiled), or run from the source (default compiled)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory (default bench/results)")
     parser.add_argument(

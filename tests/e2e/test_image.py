@@ -54,18 +54,22 @@ def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
 
 
-async def test_the_image_runs_the_cli_as_its_non_root_user_without_build_tools(box: image.Container) -> None:
+async def test_the_image_runs_the_cli_as_its_non_root_user_with_the_compiled_activator_and_no_build_tools(
+    box: image.Container,
+) -> None:
     helped = await asyncio.to_thread(run, box.argv(["queue-autoscaler", "--help"]))
+    # No build tool, and the activator's request path in its compiled form (setup.py).
     probe = (
-        "import os, importlib.util as u; "
-        "print(os.getuid(), [m for m in ('pip', 'build', 'setuptools') if u.find_spec(m)])"
+        "import os, importlib.util as u, autoscaler.activator.http1 as h; "
+        "print(os.getuid(), [m for m in ('pip', 'build', 'setuptools', 'mypy') if u.find_spec(m)], "
+        "h.__file__.endswith('.so'))"
     )
     who = await asyncio.to_thread(run, box.argv(["python", "-c", probe]))
 
     assert helped.returncode == 0, helped.stderr
     assert all(command in helped.stdout for command in ("run", "activator", "decide", "lag"))
     assert who.returncode == 0, who.stderr
-    assert who.stdout.split(maxsplit=1) == ["10001", "[]\n"]
+    assert who.stdout == "10001 [] True\n"
 
 
 @pytest.fixture
