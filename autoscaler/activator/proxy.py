@@ -17,9 +17,9 @@ from aiohttp import hdrs
 from multidict import CIMultiDictProxy
 
 from autoscaler import errors
-from autoscaler.activator import endpoints, fields, messages, pool
+from autoscaler.activator import bodies, endpoints, fields, messages, pool
 
-_CHUNK = 64 * 1024
+_CHUNK = bodies.CHUNK
 _INLINE_BODY = 512 * 1024
 # Responses up to this declared length are read whole and sent in one write (head and body together);
 # request bodies up to it are read whole before they are forwarded.
@@ -28,27 +28,12 @@ _WHOLE_BODY = 64 * 1024
 _BODY_METHODS = frozenset({hdrs.METH_POST, hdrs.METH_PUT, hdrs.METH_PATCH})
 
 
-class BodyTooLarge(errors.ActivatorError):
-    """The request body is larger than the activator accepts."""
-
-
-class BodyFailed(errors.ActivatorError):
-    """The client's request body did not arrive whole: the request is answered ``status`` and withdrawn."""
-
-    status = 400
-
-
-class BodyStalled(BodyFailed):
-    """The client stopped sending its request body for longer than the body idle timeout."""
-
-    status = 408
-
-
-class BodyMalformed(BodyFailed):
-    """The client's request body broke its framing (a chunk that is not one)."""
-
-
 ConnectFailed = pool.ConnectFailed
+BodyTooLarge = bodies.BodyTooLarge
+BodyFailed = bodies.BodyFailed
+BodyStalled = bodies.BodyStalled
+BodyMalformed = bodies.BodyMalformed
+read_body = bodies.read_body
 UpstreamTimeout = pool.UpstreamTimeout
 
 
@@ -93,61 +78,6 @@ class Limits:
     body_idle_timeout: float = 30.0
     # Kept-alive connections open at once to one endpoint address; more requests wait for one to come free.
     max_connections_per_endpoint: int = 100
-
-
-async def body_chunks(request: messages.Request, *, idle_timeout: float) -> AsyncIterator[bytes]:
-    """The request body as it arrives; BodyStalled when no byte comes for ``idle_timeout`` seconds."""
-    while True:
-        try:
-            async with asyncio.timeout(idle_timeout):
-                chunk = await request.content.read(_CHUNK)
-        except TimeoutError:
-            raise BodyStalled(f"request body paused for more than {idle_timeout:g}s") from None
-        except messages.BodyMalformed as exc:
-            raise BodyMalformed(f"malformed request body: {exc}") from None
-        if not chunk:
-            return
-        yield chunk
-
-
-async def read_body(request: messages.Request, *, limit: int, idle_timeout: float) -> bytes:
-    """The whole request body; BodyTooLarge past ``limit`` bytes, BodyStalled on a pause."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in body_chunks(request, idle_timeout=idle_timeout):
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"request body exceeds {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-class _StreamedBody:
-    """Streams the request body to the endpoint, counting bytes, refusing to go past the limit."""
-
-    def __init__(self, request: messages.Request, limit: int, idle_timeout: float) -> None:
-        self._request = request
-        self._limit = limit
-        self._idle_timeout = idle_timeout
-        self.sent = 0
-        self.too_large = False
-        self.stalled: BodyFailed | None = None
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._chunks():
-                yield chunk
-        except BodyFailed as failed:
-            self.stalled = failed
-            raise
-
-    async def _chunks(self) -> AsyncIterator[bytes]:
-        async for chunk in body_chunks(self._request, idle_timeout=self._idle_timeout):
-            self.sent += len(chunk)
-            if self.sent > self._limit:
-                self.too_large = True
-                raise BodyTooLarge(f"request body exceeds {self._limit} bytes")
-            yield chunk
 
 
 class Relayed(NamedTuple):
@@ -229,12 +159,14 @@ class Forwarder:
         pooled = body is not None or not request.body_exists
         if self._owned and pooled and request.method != hdrs.METH_HEAD:
             return await self._send_pooled(request, address, body)
-        streamed: _StreamedBody | None = None
+        streamed: bodies.StreamedBody | None = None
         data: bytes | io.BytesIO | AsyncIterator[bytes] | None = body
         if body is not None and len(body) > _INLINE_BODY:
             data = io.BytesIO(body)
         elif body is None and request.body_exists:
-            streamed = _StreamedBody(request, self._limits.max_request_body, self._limits.body_idle_timeout)
+            streamed = bodies.StreamedBody(
+                request, self._limits.max_request_body, self._limits.body_idle_timeout
+            )
             data = streamed.chunks()
         try:
             return await self._client().request(
@@ -247,14 +179,14 @@ class Forwarder:
             )
         except BodyFailed:
             raise
-        except aiohttp.ConnectionTimeoutError as exc:
-            raise UpstreamTimeout(f"{address} did not accept a connection in time") from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise ConnectFailed(f"cannot connect to {address}: {exc.os_error}") from exc
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        except aiohttp.ConnectionTimeoutError as slow:
+            raise UpstreamTimeout(f"{address} did not accept a connection in time") from slow
+        except aiohttp.ClientConnectorError as refused:
+            raise ConnectFailed(f"cannot connect to {address}: {refused.os_error}") from refused
+        except (TimeoutError, aiohttp.ServerTimeoutError) as timeout:
             if streamed is not None and streamed.stalled is not None:
-                raise streamed.stalled from exc
-            raise UpstreamTimeout(f"{address} did not answer in time") from exc
+                raise streamed.stalled from timeout
+            raise UpstreamTimeout(f"{address} did not answer in time") from timeout
         except aiohttp.ClientError as exc:
             if streamed is not None and streamed.stalled is not None:
                 raise streamed.stalled from exc
@@ -329,9 +261,13 @@ class Forwarder:
         try:
             body = await upstream.content.readexactly(declared)
         except (TimeoutError, aiohttp.ClientError, asyncio.IncompleteReadError, errors.UpstreamError) as exc:
+            failed: BaseException | None = exc
+        else:
+            failed = None
+        if failed is not None:  # (awaited outside the except block: see server.Activator._send)
             await request.start(status, upstream.reason, _response_headers(upstream), length=declared)
             request.abort()
-            return Relayed(messages.STREAMED, status, cut=f"response body failed: {exc!r}")
+            return Relayed(messages.STREAMED, status, cut=f"response body failed: {failed!r}")
         if isinstance(upstream, pool.Answer):
             block = upstream.block  # rendered while its head was parsed
         else:

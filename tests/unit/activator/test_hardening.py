@@ -278,12 +278,13 @@ async def test_duplicate_keys_inside_data_are_the_events_own_business() -> None:
 
 
 async def test_an_internal_error_is_answered_500_and_counted() -> None:
-    async def broken(**_: object) -> None:
+    def broken(*_: object) -> None:
         raise RuntimeError("a defect")
 
     async with make_stack() as stack:
-        # The forwarder: the activator's own classes may be compiled (setup.py), and those take no patches.
-        stack.activator._forwarder.send = broken  # type: ignore[assignment,method-assign]
+        # A defect in the hook a refused connection calls (the activator's own classes may be compiled,
+        # setup.py, and those take no patches): the endpoint below refuses.
+        stack.activator.on_refused = broken
         stack.route()
         stack.activator.endpoints.update(ORDERS, [Address("127.0.0.1", helpers.closed_port())])
         with structlog.testing.capture_logs() as logs:
