@@ -306,6 +306,28 @@ class Target:
     name: str
     url: str
     headers: Mapping[str, str]
+    # The proxy's process: its CPU, with its children's, is counted per answered request.
+    pid: int | None = None
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and every process under it."""
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                stats[int(entry.name)] = stat[stat.rindex(")") + 2 :].split()  # from the state field on
+    children: dict[int, list[int]] = {}
+    for child, fields in stats.items():
+        children.setdefault(int(fields[1]), []).append(child)
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        if current in stats:
+            total += (int(stats[current][11]) + int(stats[current][12])) / os.sysconf("SC_CLK_TCK")
+            pending += children.get(current, [])
+    return total
 
 
 def quantile(ordered: Sequence[float], q: float) -> float:
@@ -363,6 +385,7 @@ async def load(
             script.write(WRK_PACE.format(twice=max(1, round(2 * 1000 * concurrency / rate))))
         script.flush()
         headers = [arg for name, value in target.headers.items() for arg in ("-H", f"{name}: {value}")]
+        cpu_before = process_tree_cpu(target.pid) if target.pid is not None else 0.0
         proc = await asyncio.create_subprocess_exec(
             wrk_binary(),
             "-t1",
@@ -378,19 +401,23 @@ async def load(
             stderr=asyncio.subprocess.STDOUT,
         )
         out, _ = await proc.communicate()
+        cpu = process_tree_cpu(target.pid) - cpu_before if target.pid is not None else None
     text = out.decode(errors="replace")
     line = next((ln for ln in text.splitlines() if ln.startswith("WRK-RESULT ")), None)
     if proc.returncode != 0 or line is None:
         raise RuntimeError(f"wrk against {target.url} exited with {proc.returncode}: {text.strip()[-400:]}")
     found = json.loads(line.removeprefix("WRK-RESULT "))
     ok = int(found["requests"]) - int(found["status_errors"])
-    return {
+    figures: dict[str, float | int] = {
         "p50_ms": round(found["p50_us"] / 1000, 3),
         "p99_ms": round(found["p99_us"] / 1000, 3),
         "rps": round(ok / (found["duration_us"] / 1e6), 1),
         "ok": ok,
         "errors": int(found["status_errors"]) + int(found["socket_errors"]),
     }
+    if cpu is not None and ok:
+        figures["cpu_us_per_request"] = round(cpu * 1e6 / ok, 1)
+    return figures
 
 
 # --- the run ----------------------------------------------------------------------------------------------
@@ -419,12 +446,16 @@ def command_line(module: str) -> str:
 
 
 def median_figures(samples: Sequence[Mapping[str, float | int]]) -> dict[str, float | int]:
-    return {
+    figures: dict[str, float | int] = {
         "p50_ms": round(statistics.median(s["p50_ms"] for s in samples), 3),
         "p99_ms": round(statistics.median(s["p99_ms"] for s in samples), 3),
         "rps": round(statistics.median(s["rps"] for s in samples), 1),
         "errors": sum(int(s["errors"]) for s in samples),
     }
+    cpu = [s["cpu_us_per_request"] for s in samples if "cpu_us_per_request" in s]
+    if cpu:
+        figures["cpu_us_per_request"] = round(statistics.median(cpu), 1)
+    return figures
 
 
 async def measure(
@@ -490,7 +521,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 targets = {
                     "direct": Target("direct", f"http://{upstream}/", {}),
                     "activator": Target(
-                        "activator", f"http://127.0.0.1:{stack.proxy_port}/", {"Host": stack.host}
+                        "activator",
+                        f"http://127.0.0.1:{stack.proxy_port}/",
+                        {"Host": stack.host},
+                        pid=stack.activator.proc.pid if stack.activator.proc is not None else None,
                     ),
                     "nginx": Target("nginx", f"http://127.0.0.1:{nginx_port}/", {"Host": stack.host}),
                 }
@@ -572,9 +606,12 @@ def markdown(result: Mapping[str, Any]) -> str:
         lines += ["", f"**Not a valid measurement: requests failed on {', '.join(failed)}.**"]
     for level in [*result["levels"], *result.get("paced", [])]:
         if level.get("rate") is None:
+            cpu = level["summary"]["activator"].get("cpu_us_per_request")
             title = (
                 f"## {level['concurrency']} connections, as fast as answered: median over rounds "
-                f"(activator / nginx requests/s: {level['activator_over_nginx_rps']})"
+                f"(activator / nginx requests/s: {level['activator_over_nginx_rps']}"
+                + ("" if cpu is None else f"; the activator's CPU per request: {cpu:.0f} µs")
+                + ")"
             )
         else:
             title = (
