@@ -676,6 +676,17 @@ def connection_counts(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"{text!r}: a comma list of integers, e.g. 1,32,256") from None
 
 
+def add_form_argument(parser: argparse.ArgumentParser) -> None:
+    """``--form``: which activator a bench runs (``worker_stack``'s ``activator_form``)."""
+    parser.add_argument(
+        "--form",
+        choices=("compiled", "source"),
+        default="compiled",
+        help="the activator as the image ships it, its request path compiled by mypyc (setup.py; built "
+        "once per source into $QA_CACHE/compiled), or run from the source (default compiled)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.activator",
@@ -721,13 +732,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="uvloop",
         help="the activator's event loop (its --event-loop; default uvloop)",
     )
-    parser.add_argument(
-        "--form",
-        choices=("compiled", "source"),
-        default="compiled",
-        help="the activator as the image ships it, its request path compiled by mypyc (setup.py; built "
-        "once per source into $QA_CACHE/compiled), or run from the source (default compiled)",
-    )
+    add_form_argument(parser)
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory (default bench/results)")
     parser.add_argument(
         "--logs", type=Path, default=None, help="keep the controller and activator logs under this directory"

@@ -185,6 +185,7 @@ async def measure(args: argparse.Namespace, probe_period: int) -> dict[str, Any]
             replicas=0,
             annotations=ANNOTATIONS,
             probe_period=probe_period,
+            activator_form=args.form,
         ) as stack:
             timeout = aiohttp.ClientTimeout(total=120)
             rows = []
@@ -222,6 +223,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "readiness_probe_periods_s": args.probe_periods,
             "controller_interval_s": 1.0,
             "activator_report_interval_s": 1.0,
+            "activator_form": args.form,
         },
         "periods": periods,
     }
@@ -233,7 +235,8 @@ def markdown(result: Mapping[str, Any]) -> str:
         *bench.header("Activator cold start: scale from zero on the first request", result),
         f"- {s['runs']} runs per readiness-probe period; each from 0 replicas with no pod left; one GET "
         "through the activator, which probes the starting pod itself; worker devstack.workers.http_worker "
-        f"(a Python process); controller tick {s['controller_interval_s']} s",
+        f"(a Python process); controller tick {s['controller_interval_s']} s; the activator "
+        f"{s.get('activator_form', 'source')} (`--form`)",
         "- all times on this machine's clock, from the request's send time",
     ]
     for period in result["periods"]:
@@ -294,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[1, 10],
         help="the worker's readiness probe periods to measure, in seconds (default 1,10)",
     )
+    bench.add_form_argument(parser)
     parser.add_argument(
         "--out", type=Path, default=bench.RESULTS, help="results directory (default bench/results)"
     )
