@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 
@@ -69,6 +70,7 @@ def build() -> Path:
     site = builds / digest()
     if (site / "autoscaler").is_dir():
         return site
+    _compiler()
     builds.mkdir(parents=True, exist_ok=True)
     print(f"[compiled] building the activator with mypyc into {site} (about a minute)", file=sys.stderr)
     with tempfile.TemporaryDirectory(dir=builds, prefix="build-") as scratch:
@@ -88,6 +90,15 @@ def build() -> Path:
         Path(scratch, "site").rename(site)
     _prune(builds, keep=site)
     return site
+
+
+def _compiler() -> None:
+    """gcc (installed from Debian packages by devstack/build-tools when missing) and Python's headers."""
+    if shutil.which("gcc") is None:
+        _run([str(ROOT / "devstack" / "build-tools"), "compiler"], dict(os.environ))
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    if not headers.is_file():
+        raise RuntimeError(f"{headers} is missing: mypyc needs Python's headers (Debian: python3.11-dev)")
 
 
 def _run(argv: list[str], env: dict[str, str]) -> None:
