@@ -21,9 +21,8 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
-from devstack.config import layout
+from devstack.config import REPO_ROOT, layout
 
-ROOT = Path(__file__).resolve().parent.parent
 # What the wheel is built from: setup.py reads the list of compiled modules, pyproject.toml the rest.
 BUILD_FILES = ("setup.py", "pyproject.toml", "README.md")
 KEEP_BUILDS = 3
@@ -32,14 +31,14 @@ ENV_FLAG = "QUEUE_AUTOSCALER_COMPILED"  # set for a process that must run the co
 
 def modules() -> list[str]:
     """The dotted names of the modules setup.py compiles (its ``COMPILED`` list)."""
-    tree = ast.parse((ROOT / "setup.py").read_text())
+    tree = ast.parse((REPO_ROOT / "setup.py").read_text())
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(
             isinstance(name, ast.Name) and name.id == "COMPILED" for name in node.targets
         ):
             paths: list[str] = ast.literal_eval(node.value)
             return [path.removesuffix(".py").replace("/", ".") for path in paths]
-    raise RuntimeError(f"{ROOT / 'setup.py'} has no COMPILED list")
+    raise RuntimeError(f"{REPO_ROOT / 'setup.py'} has no COMPILED list")
 
 
 def is_compiled(module: object) -> bool:
@@ -51,16 +50,16 @@ def is_compiled(module: object) -> bool:
 def _sources() -> list[Path]:
     package = sorted(
         path
-        for path in (ROOT / "autoscaler").rglob("*")
+        for path in (REPO_ROOT / "autoscaler").rglob("*")
         if path.is_file() and "__pycache__" not in path.parts
     )
-    return [ROOT / name for name in BUILD_FILES] + package
+    return [REPO_ROOT / name for name in BUILD_FILES] + package
 
 
 def digest() -> str:
     h = hashlib.sha256(f"{sys.version}\n".encode())
     for path in _sources():
-        h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
+        h.update(str(path.relative_to(REPO_ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
 
@@ -76,7 +75,7 @@ def build() -> Path:
     with tempfile.TemporaryDirectory(dir=builds, prefix="build-") as scratch:
         tree = Path(scratch) / "src"
         for path in _sources():
-            target = tree / path.relative_to(ROOT)
+            target = tree / path.relative_to(REPO_ROOT)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, target)
         env = {**os.environ, "QUEUE_AUTOSCALER_COMPILE": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
@@ -95,7 +94,7 @@ def build() -> Path:
 def _compiler() -> None:
     """gcc (installed from Debian packages by devstack/build-tools when missing) and Python's headers."""
     if shutil.which("gcc") is None:
-        _run([str(ROOT / "devstack" / "build-tools"), "compiler"], dict(os.environ))
+        _run([str(REPO_ROOT / "devstack" / "build-tools"), "compiler"], dict(os.environ))
     headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
     if not headers.is_file():
         raise RuntimeError(f"{headers} is missing: mypyc needs Python's headers (Debian: python3.11-dev)")

@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 
 from devstack import compiled
+from devstack.config import REPO_ROOT
 
 
 def _source(module: str) -> Path:
-    return compiled.ROOT / (module.replace(".", "/") + ".py")
+    return REPO_ROOT / (module.replace(".", "/") + ".py")
 
 
 def _awaits_in_except_blocks(tree: ast.AST) -> list[int]:
