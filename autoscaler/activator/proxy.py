@@ -258,13 +258,12 @@ class Forwarder:
         client in one write. A body that fails or comes out short cuts the client connection after the
         head, as when streaming."""
         status = upstream.status
+        failed: BaseException | None = None
         try:
             body = await upstream.content.readexactly(declared)
         except (TimeoutError, aiohttp.ClientError, asyncio.IncompleteReadError, errors.UpstreamError) as exc:
-            failed: BaseException | None = exc
-        else:
-            failed = None
-        if failed is not None:  # (awaited outside the except block: see server.Activator._send)
+            failed = exc
+        if failed is not None:  # awaited outside the except block: see server.Activator._send
             await request.start(status, upstream.reason, _response_headers(upstream), length=declared)
             request.abort()
             return Relayed(messages.STREAMED, status, cut=f"response body failed: {failed!r}")
